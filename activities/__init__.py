@@ -1,0 +1,22 @@
+"""Activities: everything that touches the outside world (handlers, storage, database).
+
+`build_activities(deps)` returns the bound activity callables the worker registers.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from activities.deps import ActivityDeps
+from activities.records import RecordActivities
+from activities.replay import ReplayActivities
+from activities.routes import RouteActivities
+
+
+def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:
+    routes = RouteActivities(deps)
+    records = RecordActivities(deps)
+    replay = ReplayActivities(deps)
+    return [routes.run_route, routes.spill_messages, records.finalize_execution, replay.list_replay_objects]
+
+
+__all__ = ["ActivityDeps", "build_activities"]

@@ -1,0 +1,197 @@
+"""The route activity: run a handler over one batch of messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import ActivityDeps
+from sluice.db.models import ExecutionLogRecord, LineageRecord
+from sluice.db.upsert import insert_ignore
+from sluice.errors import NonRetryableHandlerError
+from sluice.handlers.context import (
+    AsyncRouteContext,
+    BatchState,
+    HandlerUsageError,
+    LogEntry,
+    SyncRouteContext,
+)
+from sluice.handlers.registry import HandlerImportError, resolve_handler
+from sluice.messages import Message
+from sluice.spill import load_batch, spill_prefix, write_spill
+from sluice.storage.base import ObjectNotFoundError
+from sluice.workflow_io import (
+    RUN_ROUTE,
+    SPILL_MESSAGES,
+    RoutedOutput,
+    RouteResult,
+    RouteTask,
+    SpillRef,
+    SpillTask,
+)
+
+SPILL_THRESHOLD = 100
+
+
+class RouteActivities:
+    def __init__(self, deps: ActivityDeps):
+        self.deps = deps
+
+    @activity.defn(name=RUN_ROUTE)
+    async def run_route(self, task: RouteTask) -> RouteResult:
+        info = activity.info()
+        route = task.pipeline.route(task.route)
+        if route is None:
+            raise ApplicationError(f"route {task.route!r} is not in the pipeline", non_retryable=True)
+        try:
+            handler = resolve_handler(route.handler)
+        except HandlerImportError as exc:
+            raise ApplicationError(exc.message, type="HandlerImportError", non_retryable=True) from None
+        state = BatchState(
+            execution_id=task.execution_id,
+            route=route.name,
+            stage=route.stage,
+            next_routes=list(route.next),
+            params={**task.pipeline.params, **route.params},
+            config_hash=task.config_hash,
+            storage=self.deps.storage,
+            settings=self.deps.settings,
+            worker_id=self.deps.worker_id,
+        )
+        heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout))
+        try:
+            try:
+                messages = await load_batch(self.deps.storage, task.batch)
+            except ObjectNotFoundError as exc:
+                raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
+            for message in messages:
+                await self._invoke(handler, message, state)
+                state.processed += 1
+            outputs = await self._pack_outputs(task, state)
+            await self._record_lineage(state)
+            return RouteResult(
+                processed=state.processed,
+                objects_written=len(state.objects),
+                rows_written=state.rows_written,
+                attempt=info.attempt,
+                outputs=outputs,
+            )
+        except (NonRetryableHandlerError, HandlerUsageError) as exc:
+            state.logs.append(LogEntry("error", f"{type(exc).__name__}: {exc}", route.name, None))
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+        except asyncio.CancelledError:
+            state.logs.append(
+                LogEntry("warn", "cancelled while handling a batch", route.name, None, kind="lifecycle")
+            )
+            raise
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            state.logs.append(
+                LogEntry("error", f"attempt {info.attempt} failed: {tb}", route.name, None, kind="lifecycle")
+            )
+            raise
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await asyncio.shield(self._flush_logs(state))
+
+    async def _invoke(self, handler: Any, message: Message, state: BatchState) -> None:
+        if inspect.iscoroutinefunction(handler):
+            ctx: AsyncRouteContext | SyncRouteContext = AsyncRouteContext(state, message)
+            result = await handler(message, ctx)
+        else:
+            ctx = SyncRouteContext(state, message, asyncio.get_running_loop())
+            result = await asyncio.to_thread(handler, message, ctx)
+            if inspect.isawaitable(result):
+                result = await result
+        # A returned dict (or list of dicts) is sent on to every `next` route.
+        if isinstance(result, dict):
+            ctx._send(result, None)
+        elif isinstance(result, list) and all(isinstance(r, dict) for r in result):
+            for item in result:
+                ctx._send(item, None)
+
+    async def _pack_outputs(self, task: RouteTask, state: BatchState) -> list[RoutedOutput]:
+        info = activity.info()
+        outputs: list[RoutedOutput] = []
+        for target, messages in state.outputs.items():
+            if len(messages) <= SPILL_THRESHOLD:
+                outputs.append(RoutedOutput(route=target, messages=messages))
+                continue
+            # Deterministic per activity: a retry overwrites the same pages.
+            spill_id = f"{info.workflow_run_id}-{info.activity_id}-{target}"
+            ref = await write_spill(
+                self.deps.storage,
+                spill_prefix(task.execution_id, spill_id),
+                messages,
+                task.spill_page_sizes.get(target, 100),
+            )
+            outputs.append(RoutedOutput(route=target, spill=ref))
+        return outputs
+
+    async def _record_lineage(self, state: BatchState) -> None:
+        if not state.emissions:
+            return
+        rows = [
+            {
+                "correlation_id": e.correlation_id,
+                "execution_id": state.execution_id,
+                "parent_correlation_id": e.parent_correlation_id,
+                "route": e.route,
+                "source_route": e.source_route,
+                "stage": e.stage,
+                "object_key": e.object_key,
+                "replay_batch_id": e.replay_batch_id,
+            }
+            for e in state.emissions
+        ]
+        async with self.deps.sessions() as session:
+            await insert_ignore(session, LineageRecord, rows)
+            await session.commit()
+
+    async def _flush_logs(self, state: BatchState) -> None:
+        if not state.logs:
+            return
+        rows = [
+            ExecutionLogRecord(
+                execution_id=state.execution_id,
+                route=entry.route,
+                level=entry.level,
+                message=entry.message,
+                kind=entry.kind,
+                correlation_id=entry.correlation_id,
+                timestamp=entry.timestamp,
+            )
+            for entry in state.logs
+        ]
+        try:
+            async with self.deps.sessions() as session:
+                session.add_all(rows)
+                await session.commit()
+        except Exception:  # logs must never fail the batch that produced them
+            activity.logger.exception("could not store %d log line(s)", len(rows))
+        state.logs.clear()
+
+    @activity.defn(name=SPILL_MESSAGES)
+    async def spill_messages(self, task: SpillTask) -> SpillRef:
+        info = activity.info()
+        prefix = spill_prefix(task.execution_id, f"{info.workflow_run_id}-{info.activity_id}-{task.route}")
+        return await write_spill(self.deps.storage, prefix, task.messages, task.page_size)
+
+
+async def _heartbeat_forever(state: BatchState, every: timedelta | None) -> None:
+    """Heartbeat on the handler's behalf, so cancellation reaches handlers that never heartbeat."""
+    interval = max((every.total_seconds() / 3) if every else 10.0, 0.2)
+    while True:
+        activity.heartbeat({"processed": state.processed})
+        await asyncio.sleep(interval)

@@ -1,0 +1,1 @@
+"""Database: SQLModel tables, async engine, Alembic migrations."""

@@ -1,0 +1,134 @@
+"""SQLModel tables. The Alembic migrations under sluice/migrations create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=sa.DateTime(timezone=True), **kw)
+
+
+class PipelineConfigRecord(SQLModel, table=True):
+    __tablename__ = "pipeline_configs"
+    __table_args__ = (sa.Index("ix_pipeline_configs_pipeline", "namespace", "layer", "name"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=128)
+    namespace: str = Field(max_length=128)
+    layer: str = Field(max_length=128)
+    description: str | None = Field(default=None, sa_type=sa.Text)
+    version: int = 1
+    yaml: str = Field(sa_type=sa.Text)
+    config_hash: str = Field(max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class PipelineConfigVersion(SQLModel, table=True):
+    __tablename__ = "pipeline_config_versions"
+    __table_args__ = (sa.UniqueConstraint("config_id", "version", name="uq_config_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    config_id: str = Field(max_length=36, index=True)
+    version: int
+    yaml: str = Field(sa_type=sa.Text)
+    config_hash: str = Field(max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ExecutionRecord(SQLModel, table=True):
+    __tablename__ = "executions"
+    __table_args__ = (
+        sa.Index("ix_executions_pipeline", "namespace", "layer", "pipeline"),
+        sa.Index("ix_executions_status_created", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    config_id: str = Field(max_length=36, index=True)
+    config_version: int
+    config_yaml: str = Field(sa_type=sa.Text)
+    config_hash: str = Field(max_length=64)
+    pipeline: str = Field(max_length=128)
+    namespace: str = Field(max_length=128)
+    layer: str = Field(max_length=128)
+    status: str = Field(max_length=16)
+    trigger: str = Field(default="manual", max_length=64)
+    tag: str | None = Field(default=None, max_length=255, unique=True)
+    parent_execution_id: str | None = Field(default=None, max_length=36, index=True)
+    replay_source: str | None = Field(default=None, max_length=16)
+    workflow_id: str = Field(max_length=128)
+    task_queue: str = Field(max_length=200)
+    init_payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    messages_processed: int = 0
+    objects_written: int = 0
+    rows_written: int | None = None
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    started_at: datetime = _ts(default_factory=utcnow)
+    completed_at: datetime | None = _ts(default=None)
+    duration_ms: int | None = None
+
+
+class RouteRunRecord(SQLModel, table=True):
+    __tablename__ = "route_runs"
+    __table_args__ = (sa.UniqueConstraint("execution_id", "route", name="uq_route_run"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: str = Field(max_length=36, index=True)
+    route: str = Field(max_length=128)
+    position: int = 0
+    status: str = Field(max_length=16)
+    messages_in: int = 0
+    messages_processed: int = 0
+    messages_out: int = 0
+    objects_written: int = 0
+    rows_written: int | None = None
+    retries: int = 0
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    started_at: datetime | None = _ts(default=None)
+    completed_at: datetime | None = _ts(default=None)
+    duration_ms: int | None = None
+
+
+class ExecutionLogRecord(SQLModel, table=True):
+    __tablename__ = "execution_logs"
+    __table_args__ = (sa.Index("ix_execution_logs_exec_id", "execution_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: str = Field(max_length=36)
+    route: str | None = Field(default=None, max_length=128)
+    level: str = Field(max_length=8)
+    message: str = Field(sa_type=sa.Text)
+    kind: str = Field(default="handler", max_length=16)
+    correlation_id: str | None = Field(default=None, max_length=36)
+    timestamp: datetime = _ts(default_factory=utcnow)
+
+
+class LineageRecord(SQLModel, table=True):
+    __tablename__ = "message_lineage"
+
+    correlation_id: str = Field(primary_key=True, max_length=36)
+    execution_id: str = Field(max_length=36, index=True)
+    parent_correlation_id: str | None = Field(default=None, max_length=36, index=True)
+    route: str = Field(max_length=128)
+    source_route: str | None = Field(default=None, max_length=128)
+    stage: str | None = Field(default=None, max_length=255)
+    object_key: str | None = Field(default=None, sa_type=sa.Text)
+    replay_batch_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything Sluice stores is UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

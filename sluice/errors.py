@@ -1,0 +1,57 @@
+"""Domain errors shared by the service layer, the API and the workers.
+
+The service layer raises these; the API maps them onto ErrorResponse bodies, so a router never
+invents a status code of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SluiceError(Exception):
+    status_code = 500
+    error_code = "INTERNAL"
+
+    def __init__(self, detail: str, *, error_code: str | None = None, extra: dict[str, Any] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if error_code:
+            self.error_code = error_code
+        self.extra = extra or {}
+
+
+class InvalidArgumentError(SluiceError):
+    status_code = 400
+    error_code = "INVALID_ARGUMENT"
+
+
+class NotFoundError(SluiceError):
+    status_code = 404
+    error_code = "NOT_FOUND"
+
+
+class AlreadyExistsError(SluiceError):
+    status_code = 409
+    error_code = "ALREADY_EXISTS"
+
+
+class FailedPreconditionError(SluiceError):
+    status_code = 409
+    error_code = "FAILED_PRECONDITION"
+
+
+class UnavailableError(SluiceError):
+    status_code = 503
+    error_code = "UNAVAILABLE"
+
+
+class ConfigInvalidError(SluiceError):
+    """Carries the validation report so the API can return it with the 400."""
+
+    status_code = 400
+    error_code = "CONFIG_INVALID"
+
+
+class NonRetryableHandlerError(Exception):
+    """Raise from a handler to fail its route at once instead of retrying."""

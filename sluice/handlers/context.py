@@ -1,0 +1,302 @@
+"""What a handler sees: `ctx.read`, `ctx.emit`, `ctx.send`, `ctx.log`, `ctx.params`.
+
+Async handlers get AsyncRouteContext (awaitable methods); plain functions run in a thread and get
+SyncRouteContext, whose methods block on the activity's event loop. Both share one BatchState, so
+the activity collects every output of a batch in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sluice.ids import derived_id
+from sluice.messages import Message, MessageMetadata
+from sluice.settings import Settings
+from sluice.storage.base import ObjectStorage
+from sluice.storage.keys import is_sidecar, object_key, stage_prefix
+from sluice.storage.stage import encode_data, write_stage_object
+
+T = TypeVar("T")
+MAX_PAYLOAD_BYTES = 64 * 1024
+LEVELS = ("debug", "info", "warn", "error")
+_py_log = logging.getLogger("sluice.handlers")
+
+
+class HandlerUsageError(Exception):
+    """A handler used the context wrongly (no stage, oversized payload, unknown target)."""
+
+
+@dataclass
+class LogEntry:
+    level: str
+    message: str
+    route: str | None
+    correlation_id: str | None
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    kind: str = "handler"
+
+
+@dataclass
+class Emission:
+    """One lineage edge: a message (or a terminal object) produced while handling `parent`."""
+
+    correlation_id: str
+    parent_correlation_id: str | None
+    route: str
+    source_route: str
+    stage: str | None
+    object_key: str | None
+    replay_batch_id: str | None
+
+
+@dataclass
+class BatchState:
+    execution_id: str
+    route: str
+    stage: str | None
+    next_routes: list[str]
+    params: dict[str, Any]
+    config_hash: str
+    storage: ObjectStorage
+    settings: Settings
+    worker_id: str
+    outputs: dict[str, list[Message]] = field(default_factory=dict)
+    emissions: list[Emission] = field(default_factory=list)
+    logs: list[LogEntry] = field(default_factory=list)
+    objects: set[str] = field(default_factory=set)
+    rows_written: int | None = None
+    processed: int = 0
+
+
+class RouteLog:
+    """`ctx.log("msg")` or `ctx.log.info("msg")`; stored as execution logs per route."""
+
+    def __init__(self, state: BatchState, correlation_id: str | None):
+        self._state = state
+        self._correlation_id = correlation_id
+
+    def __call__(self, message: str, level: str = "info") -> None:
+        level = "warn" if level == "warning" else level
+        if level not in LEVELS:
+            level = "info"
+        self._state.logs.append(LogEntry(level, str(message), self._state.route, self._correlation_id))
+        _py_log.log(
+            {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(level, logging.ERROR),
+            "[%s %s] %s",
+            self._state.execution_id,
+            self._state.route,
+            message,
+        )
+
+    def debug(self, message: str) -> None:
+        self(message, "debug")
+
+    def info(self, message: str) -> None:
+        self(message, "info")
+
+    def warning(self, message: str) -> None:
+        self(message, "warn")
+
+    warn = warning
+
+    def error(self, message: str) -> None:
+        self(message, "error")
+
+
+class RouteContext:
+    """State and the synchronous-safe parts shared by both context flavours."""
+
+    def __init__(self, state: BatchState, message: Message):
+        self._state = state
+        self.message = message
+        self.log = RouteLog(state, message.metadata.correlation_id)
+        self._sends = 0
+
+    execution_id = property(lambda self: self._state.execution_id)
+    route = property(lambda self: self._state.route)
+    stage = property(lambda self: self._state.stage)
+    params = property(lambda self: self._state.params)
+    storage = property(lambda self: self._state.storage)
+    settings = property(lambda self: self._state.settings)
+    next_routes = property(lambda self: list(self._state.next_routes))
+
+    def rows(self, count: int) -> None:
+        """Report rows written (shown as rows_written on the route and the run)."""
+        self._state.rows_written = (self._state.rows_written or 0) + int(count)
+
+    # -- core operations, always async ---------------------------------------------------
+    async def _read(self, key: str) -> bytes:
+        return await self._state.storage.get(key)
+
+    async def _emit(
+        self,
+        path: str,
+        data: bytes | str | dict | list,
+        content_type: str | None,
+        payload: dict[str, Any] | None,
+    ) -> str:
+        st = self._state
+        if not st.stage:
+            raise HandlerUsageError(
+                f"route {st.route!r} has no `stage:` to emit into; add one or use ctx.send()"
+            )
+        key = object_key(st.execution_id, st.stage, path)
+        body, ctype = encode_data(data, content_type)
+        meta = self.message.metadata
+        await write_stage_object(
+            st.storage,
+            key,
+            body,
+            ctype,
+            {
+                "execution_id": st.execution_id,
+                "stage": st.stage,
+                "route": st.route,
+                "correlation_id": meta.correlation_id,
+                "parent_correlation_id": meta.parent_correlation_id,
+                "replay_batch_id": meta.replay_batch_id,
+                "config_hash": st.config_hash,
+                "worker": st.worker_id,
+            },
+        )
+        st.objects.add(key)
+        rel_path = key[len(st.execution_id) + len(st.stage) + 2 :]
+        out_payload = {**(payload or {}), "object_key": key, "stage": st.stage, "path": rel_path}
+        if st.next_routes:
+            for target in st.next_routes:
+                self._queue(target, out_payload, derived_id(meta.correlation_id, key, target), key)
+        else:
+            st.emissions.append(
+                Emission(
+                    derived_id(meta.correlation_id, key),
+                    meta.correlation_id,
+                    st.route,
+                    st.route,
+                    st.stage,
+                    key,
+                    meta.replay_batch_id,
+                )
+            )
+        return key
+
+    def _send(self, payload: dict[str, Any], to: list[str] | str | None) -> None:
+        st = self._state
+        targets = [to] if isinstance(to, str) else (to or st.next_routes)
+        unknown = [t for t in targets if t not in st.next_routes]
+        if unknown:
+            raise HandlerUsageError(f"route {st.route!r} cannot send to {unknown}: not in its `next`")
+        index = self._sends
+        self._sends += 1
+        for target in targets:
+            cid = derived_id(self.message.metadata.correlation_id, "send", index, target)
+            self._queue(target, dict(payload), cid, payload.get("object_key"))
+
+    def _queue(self, target: str, payload: dict[str, Any], correlation_id: str, key: str | None) -> None:
+        st = self._state
+        size = len(json.dumps(payload, default=str))
+        if size > MAX_PAYLOAD_BYTES:
+            raise HandlerUsageError(
+                f"message payload of {size} bytes exceeds {MAX_PAYLOAD_BYTES}: store data with ctx.emit() "
+                "and pass its object_key"
+            )
+        meta = self.message.metadata
+        st.outputs.setdefault(target, []).append(
+            Message(
+                payload=payload,
+                metadata=MessageMetadata(
+                    execution_id=st.execution_id,
+                    correlation_id=correlation_id,
+                    parent_correlation_id=meta.correlation_id,
+                    replay_batch_id=meta.replay_batch_id,
+                    source_route=st.route,
+                ),
+            )
+        )
+        st.emissions.append(
+            Emission(
+                correlation_id,
+                meta.correlation_id,
+                target,
+                st.route,
+                st.stage if key else None,
+                key,
+                meta.replay_batch_id,
+            )
+        )
+
+    async def _list(self, stage: str | None = None, path: str | None = None) -> AsyncIterator[str]:
+        prefix = stage_prefix(self._state.execution_id, stage or self._state.stage or "", path)
+        async for key in self._state.storage.list(prefix):
+            if not is_sidecar(key):
+                yield key
+
+
+class AsyncRouteContext(RouteContext):
+    async def read(self, key: str) -> bytes:
+        return await self._read(key)
+
+    async def read_text(self, key: str) -> str:
+        return (await self._read(key)).decode("utf-8")
+
+    async def read_json(self, key: str) -> Any:
+        return json.loads(await self._read(key))
+
+    async def emit(
+        self,
+        path: str,
+        data: bytes | str | dict | list,
+        content_type: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> str:
+        """Store `data` at {execution_id}/{stage}/{path} and message every `next` route."""
+        return await self._emit(path, data, content_type, payload)
+
+    async def send(self, payload: dict[str, Any], to: list[str] | str | None = None) -> None:
+        """Message the `next` routes without storing an object."""
+        self._send(payload, to)
+
+    def list(self, stage: str | None = None, path: str | None = None) -> AsyncIterator[str]:
+        """Keys stored by this execution under a stage (default: this route's), sidecars excluded."""
+        return self._list(stage, path)
+
+
+class SyncRouteContext(RouteContext):
+    def __init__(self, state: BatchState, message: Message, loop: asyncio.AbstractEventLoop):
+        super().__init__(state, message)
+        self._loop = loop
+
+    def _block(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def read(self, key: str) -> bytes:
+        return self._block(self._read(key))
+
+    def read_text(self, key: str) -> str:
+        return self.read(key).decode("utf-8")
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read(key))
+
+    def emit(
+        self,
+        path: str,
+        data: bytes | str | dict | list,
+        content_type: str | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> str:
+        return self._block(self._emit(path, data, content_type, payload))
+
+    def send(self, payload: dict[str, Any], to: list[str] | str | None = None) -> None:
+        self._send(payload, to)
+
+    def list(self, stage: str | None = None, path: str | None = None) -> list[str]:
+        async def collect() -> list[str]:
+            return [k async for k in self._list(stage, path)]
+
+        return self._block(collect())

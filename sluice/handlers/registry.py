@@ -1,0 +1,98 @@
+"""Resolve `handler:` strings: a built-in name or `package.module:function`."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[..., Any]
+
+BUILTINS: dict[str, str] = {
+    "read_files": "sluice.handlers.builtin:read_files",
+    "split_text": "sluice.handlers.builtin:split_text",
+    "map_json": "sluice.handlers.builtin:map_json",
+    "passthrough": "sluice.handlers.builtin:passthrough",
+    "noop": "sluice.handlers.builtin:noop",
+    "markdown_convert": "sluice.handlers.docs:markdown_convert",
+    "markdown_segment": "sluice.handlers.docs:markdown_segment",
+    "hash_embed": "sluice.handlers.docs:hash_embed",
+    "write_index": "sluice.handlers.docs:write_index",
+}
+
+_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class HandlerImportError(Exception):
+    """Why a handler string does not resolve; `code` is the validation code it maps to."""
+
+    def __init__(self, code: str, message: str, suggestion: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.suggestion = suggestion
+
+
+def add_import_paths(paths: str) -> None:
+    import os
+
+    for path in filter(None, paths.split(os.pathsep)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def resolve_handler(spec: str) -> Handler:
+    target = BUILTINS.get(spec, spec)
+    if not _SPEC.match(target):
+        raise HandlerImportError(
+            "E301",
+            f"handler {spec!r} is neither a built-in nor of the form 'package.module:function'",
+            f"use one of the built-ins ({', '.join(sorted(BUILTINS))}) or 'package.module:function'",
+        )
+    module_name, attr_path = target.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise HandlerImportError(
+            "E302",
+            f"handler module {module_name!r} cannot be imported: {exc}",
+            "install the package on API and worker machines, or add its folder to SLUICE_HANDLER_PATHS",
+        ) from None
+    except Exception as exc:  # the module itself raised while importing
+        raise HandlerImportError(
+            "E302",
+            f"importing handler module {module_name!r} failed: {type(exc).__name__}: {exc}",
+            "fix the error raised by the module at import time",
+        ) from None
+    obj: Any = module
+    for part in attr_path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise HandlerImportError(
+                "E303",
+                f"module {module_name!r} has no attribute {attr_path!r}",
+                f"define `async def {attr_path.split('.')[-1]}(message, ctx)` in {module_name}",
+            )
+    if not callable(obj):
+        raise HandlerImportError(
+            "E303",
+            f"handler {spec!r} is not callable",
+            "point the handler at a function taking (message, ctx)",
+        )
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return obj
+    positional = [
+        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in positional):
+        raise HandlerImportError(
+            "E303",
+            f"handler {spec!r} must accept (message, ctx)",
+            "change the signature to `async def handle(message, ctx)`",
+        )
+    return obj

@@ -1,0 +1,33 @@
+"""Identifier helpers: UUID v7 for executions and batches, UUID v5 for deterministic message ids."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+_SLUICE_NS = uuid.UUID("6f1c7f0e-4d2b-5a8e-9c51-5b1d3e0a7c11")
+
+
+def uuid7() -> uuid.UUID:
+    """Time-ordered UUID (RFC 9562 v7): execution ids sort by creation, which storage listings exploit."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def derived_id(*parts: object) -> str:
+    """Deterministic id from its parts, so a retried activity re-derives the same message ids."""
+    return str(uuid.uuid5(_SLUICE_NS, "/".join(str(p) for p in parts)))
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return None

@@ -1,0 +1,89 @@
+"""Schema of a pipeline YAML.
+
+Durations stay strings here and are checked by the validator, so a bad one becomes a coded
+validation issue (E401) rather than an opaque schema error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sluice.durations import parse_duration
+
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+STAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
+Duration = str | int | float
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class RetryConfig(_Strict):
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    backoff: Duration = Field(default="1s", description="Delay before the first retry")
+    backoff_coefficient: float = Field(default=2.0, ge=1.0, le=10.0)
+    max_backoff: Duration = Field(default="1m", description="Upper bound of the delay between retries")
+
+
+class InitMessage(_Strict):
+    route: str = Field(min_length=1)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteConfig(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    handler: str = Field(min_length=1)
+    stage: str | None = Field(default=None, description="Storage stage the route writes its objects to")
+    next: list[str] = Field(default_factory=list)
+    concurrency: int = Field(
+        default=4, ge=1, le=500, description="Activities of this route in flight at once"
+    )
+    batch_size: int = Field(default=10, ge=1, le=1000, description="Messages handled by one activity")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    timeout: Duration = Field(default="10m", description="Limit for one activity (one batch)")
+    heartbeat_timeout: Duration | None = Field(default=None)
+    task_queue: str | None = Field(default=None, min_length=1, max_length=200)
+    params: dict[str, Any] = Field(default_factory=dict)
+    collect: bool = Field(
+        default=False,
+        description="Run once, after every upstream route has finished, with one summary message",
+    )
+
+    @field_validator("next", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    def timeout_delta(self) -> timedelta:
+        return parse_duration(self.timeout)
+
+
+class PipelineConfig(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    namespace: str = Field(default="default", pattern=NAME_PATTERN)
+    layer: str = Field(default="default", pattern=NAME_PATTERN)
+    description: str | None = None
+    init_message: InitMessage | None = None
+    routes: list[RouteConfig] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    schedule: str | None = None
+
+    def route(self, name: str) -> RouteConfig | None:
+        return next((r for r in self.routes if r.name == name), None)
+
+    def config_hash(self) -> str:
+        """Hash of the normalised config: whitespace and key order in the YAML do not change it."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+KNOWN_TOP_LEVEL = set(PipelineConfig.model_fields)
+KNOWN_ROUTE_FIELDS = set(RouteConfig.model_fields)

@@ -1,0 +1,64 @@
+"""Message pages in storage: how large fan-outs and replays avoid carrying messages in history.
+
+Pages live under `_sluice/{execution_id}/spill/{spill_id}/` (outside every execution's stage
+prefixes) as JSONL of `page_size` messages each, so a batch reads one small page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable
+
+from sluice.messages import Message
+from sluice.storage.base import ObjectStorage
+from sluice.storage.keys import INTERNAL_ROOT
+from sluice.workflow_io import MessageBatch, SpillRef
+
+
+def spill_prefix(execution_id: str, spill_id: str) -> str:
+    return f"{INTERNAL_ROOT}/{execution_id}/spill/{spill_id}/"
+
+
+def page_key(prefix: str, page: int) -> str:
+    return f"{prefix}{page:06d}.jsonl"
+
+
+async def write_spill(
+    storage: ObjectStorage,
+    prefix: str,
+    messages: Iterable[Message] | AsyncIterable[Message],
+    page_size: int,
+) -> SpillRef:
+    """Write messages page by page; memory holds one page at a time."""
+    total, page, buf = 0, 0, []
+
+    async def flush() -> None:
+        nonlocal page, buf
+        body = "\n".join(m.model_dump_json() for m in buf) + "\n"
+        await storage.put(page_key(prefix, page), body.encode(), "application/x-ndjson")
+        page += 1
+        buf = []
+
+    if isinstance(messages, AsyncIterable):
+        async for msg in messages:
+            buf.append(msg)
+            total += 1
+            if len(buf) >= page_size:
+                await flush()
+    else:
+        for msg in messages:
+            buf.append(msg)
+            total += 1
+            if len(buf) >= page_size:
+                await flush()
+    if buf:
+        await flush()
+    return SpillRef(prefix=prefix, total=total, page_size=page_size)
+
+
+async def load_batch(storage: ObjectStorage, batch: MessageBatch) -> list[Message]:
+    if batch.messages is not None:
+        return batch.messages
+    assert batch.spill is not None
+    raw = await storage.get(page_key(batch.spill.prefix, batch.page))
+    lines = [line for line in raw.decode().splitlines() if line.strip()]
+    return [Message.model_validate_json(line) for line in lines[batch.start : batch.start + batch.count]]

@@ -1,0 +1,61 @@
+"""The storage interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+
+from sluice.storage.keys import validate_key
+
+
+class StorageError(Exception):
+    """A backend failed (I/O, network, credentials)."""
+
+
+class StorageKeyError(StorageError, ValueError):
+    """A key that would escape its prefix or is otherwise unusable."""
+
+
+class ObjectNotFoundError(StorageError, KeyError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"object not found: {self.key}"
+
+
+class ObjectStorage(abc.ABC):
+    """Flat key/value objects with '/'-separated keys, like S3."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes:
+        """Raise ObjectNotFoundError when the key does not exist."""
+
+    @abc.abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> AsyncIterator[str]:
+        """Yield every key under prefix, sorted, page by page: never the whole listing in memory."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    async def __aenter__(self) -> ObjectStorage:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @staticmethod
+    def check_key(key: str) -> str:
+        return validate_key(key)

@@ -1,0 +1,60 @@
+"""Key rules shared by all backends and by the API's path checks."""
+
+from __future__ import annotations
+
+SIDECAR_SUFFIX = ".meta.json"
+INTERNAL_ROOT = "_sluice"
+
+
+def validate_key(key: str) -> str:
+    from sluice.storage.base import StorageKeyError
+
+    if not isinstance(key, str) or not key:
+        raise StorageKeyError("empty object key")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise StorageKeyError(f"invalid object key {key!r}")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
+        raise StorageKeyError(f"object key {key!r} has an empty, '.' or '..' segment")
+    return key
+
+
+def validate_relative_path(path: str, what: str = "path") -> str:
+    """A user-supplied path inside an execution's prefix: no '..', no absolute path."""
+    from sluice.storage.base import StorageKeyError
+
+    cleaned = path.strip()
+    if cleaned.startswith("/") or "\\" in cleaned or "\x00" in cleaned:
+        raise StorageKeyError(f"{what} {path!r} must be a relative path")
+    parts = [p for p in cleaned.split("/") if p != ""]
+    if any(p in (".", "..") for p in parts):
+        raise StorageKeyError(f"{what} {path!r} must not contain '.' or '..' segments")
+    return "/".join(parts)
+
+
+def stage_prefix(execution_id: str, stage: str, path: str | None = None) -> str:
+    stage = validate_relative_path(stage, "stage")
+    prefix = f"{execution_id}/{stage}/"
+    if path:
+        sub = validate_relative_path(path, "path")
+        if sub:
+            prefix += sub
+    return prefix
+
+
+def object_key(execution_id: str, stage: str, path: str) -> str:
+    stage = validate_relative_path(stage, "stage")
+    rel = validate_relative_path(path, "path")
+    if not rel:
+        from sluice.storage.base import StorageKeyError
+
+        raise StorageKeyError("empty object path")
+    return validate_key(f"{execution_id}/{stage}/{rel}")
+
+
+def sidecar_key(key: str) -> str:
+    return key + SIDECAR_SUFFIX
+
+
+def is_sidecar(key: str) -> bool:
+    return key.endswith(SIDECAR_SUFFIX)

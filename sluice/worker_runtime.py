@@ -1,0 +1,66 @@
+"""Worker factory and entry point (`python worker.py`, `sluice worker`).
+
+Scale horizontally by starting more of these against the same Temporal, database and storage:
+every worker polls the same task queues, and Temporal spreads activities across them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import ActivityDeps, build_activities
+from sluice.handlers.registry import add_import_paths
+from sluice.settings import Settings
+from sluice.temporal import connect, ensure_search_attributes
+from workflows import WORKFLOWS
+
+log = logging.getLogger("sluice.worker")
+
+
+def build_worker(client: Client, settings: Settings, deps: ActivityDeps, task_queue: str) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(deps),
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        identity=f"{deps.worker_id}/{task_queue}",
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    add_import_paths(settings.handler_paths)
+    client = await connect(settings, attempts=60, delay=1.0)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    deps = ActivityDeps.from_settings(settings)
+    queues = [settings.task_queue, *[q.strip() for q in settings.worker_task_queues.split(",") if q.strip()]]
+    workers = [build_worker(client, settings, deps, q) for q in dict.fromkeys(queues)]
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    log.info("worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            await stop.wait()
+    finally:
+        await deps.close()
+    log.info("worker %s stopped", deps.worker_id)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(Settings()))

@@ -1,0 +1,199 @@
+"""Models that cross Temporal history: workflow input/state, activity tasks and results.
+
+Kept free of I/O imports so the workflow sandbox can pass this module through. Everything here is
+small by construction: object bytes never appear, and large message sets are spilled to storage
+and referenced by `SpillRef`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from sluice.messages import Message
+from sluice.pipeline_config import PipelineConfig
+
+WORKFLOW_NAME = "ExecutionWorkflow"
+RUN_ROUTE = "sluice.run_route"
+FINALIZE_EXECUTION = "sluice.finalize_execution"
+SPILL_MESSAGES = "sluice.spill_messages"
+LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
+
+RouteStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
+
+
+def workflow_id_for(execution_id: str) -> str:
+    return f"sluice-exec-{execution_id}"
+
+
+class SpillRef(BaseModel):
+    """Messages stored as JSONL pages `{prefix}{page:06d}.jsonl` of `page_size` lines each."""
+
+    prefix: str
+    total: int
+    page_size: int
+    offset: int = 0
+
+
+class MessageBatch(BaseModel):
+    """Either inline messages or one slice of one spill page."""
+
+    messages: list[Message] | None = None
+    spill: SpillRef | None = None
+    page: int = 0
+    start: int = 0
+    count: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.messages) if self.messages is not None else self.count
+
+
+class RoutedOutput(BaseModel):
+    route: str
+    messages: list[Message] | None = None
+    spill: SpillRef | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.messages) if self.messages is not None else (self.spill.total if self.spill else 0)
+
+
+class RouteTask(BaseModel):
+    execution_id: str
+    route: str
+    pipeline: PipelineConfig
+    config_hash: str
+    batch: MessageBatch
+    spill_page_sizes: dict[str, int] = Field(default_factory=dict)
+
+
+class RouteResult(BaseModel):
+    processed: int
+    objects_written: int = 0
+    rows_written: int | None = None
+    attempt: int = 1
+    outputs: list[RoutedOutput] = Field(default_factory=list)
+
+    @property
+    def messages_out(self) -> int:
+        return sum(o.size for o in self.outputs)
+
+
+class SpillTask(BaseModel):
+    execution_id: str
+    route: str
+    messages: list[Message]
+    page_size: int
+
+
+class RouteProgress(BaseModel):
+    route: str
+    position: int = 0
+    status: RouteStatus = "pending"
+    messages_in: int = 0
+    messages_processed: int = 0
+    messages_out: int = 0
+    objects_written: int = 0
+    rows_written: int | None = None
+    retries: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None:
+            return None
+        if self.completed_at is None:
+            return None
+        return int((self.completed_at - self.started_at).total_seconds() * 1000)
+
+
+class QueueEntry(BaseModel):
+    messages: list[Message] | None = None
+    spill: SpillRef | None = None
+
+    @property
+    def size(self) -> int:
+        if self.messages is not None:
+            return len(self.messages)
+        return self.spill.total - self.spill.offset if self.spill else 0
+
+
+class CarriedState(BaseModel):
+    """What a continued-as-new run picks up from its predecessor."""
+
+    started_at: datetime
+    routes: list[RouteProgress]
+    queues: dict[str, list[QueueEntry]]
+    collect_pending: dict[str, int] = Field(default_factory=dict)
+    runs: int = 1
+    activities_total: int = 0
+
+
+class ReplaySpec(BaseModel):
+    """Publish stored objects into a route at the start of an execution (filled in by issue 3)."""
+
+    source_execution_id: str
+    from_stage: str
+    from_path: str | None = None
+    to_route: str
+    replay_source: Literal["storage", "lineage", "manual"] = "storage"
+    replay_batch_id: str
+    keys: list[str] | None = None
+
+
+class ReplayListing(BaseModel):
+    """What the publishing phase of a replay found and wrote as messages."""
+
+    objects_found: int
+    objects_published: int
+    objects_failed: int = 0
+    errors: list[str] = Field(default_factory=list)
+    spill: SpillRef | None = None
+
+
+class ExecutionInput(BaseModel):
+    execution_id: str
+    pipeline: PipelineConfig
+    config_hash: str
+    init_message: Message | None = None
+    init_route: str | None = None
+    replay: ReplaySpec | None = None
+    heartbeat_timeout_seconds: float = 10.0
+    max_in_flight: int = 200
+    activities_per_run: int = 2000
+    state: CarriedState | None = None
+
+
+class ExecutionProgress(BaseModel):
+    execution_id: str
+    status: Literal["running", "completed", "failed", "cancelled"]
+    started_at: datetime
+    runs: int
+    activities: int
+    routes: list[RouteProgress]
+    error: str | None = None
+
+
+class FinalizeInput(BaseModel):
+    execution_id: str
+    status: Literal["completed", "failed", "cancelled"]
+    error: str | None = None
+    started_at: datetime
+    completed_at: datetime
+    routes: list[RouteProgress]
+
+
+class ExecutionSummary(BaseModel):
+    execution_id: str
+    status: Literal["completed"]
+    messages_processed: int
+    objects_written: int
+    routes: list[RouteProgress]
+    extra: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,10 @@
+"""Temporal worker entry point: `python worker.py` (same as `sluice worker`).
+
+Reads SLUICE_TEMPORAL_ADDRESS, SLUICE_DATABASE_URL and SLUICE_STORAGE_URL; start one per core or
+machine to scale out.
+"""
+
+from sluice.worker_runtime import main
+
+if __name__ == "__main__":
+    main()
