@@ -1,0 +1,80 @@
+"""Application factory. `uvicorn api.app:create_app --factory` or `sluice api`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api.deps import Services
+from api.errors import CorrelationIdMiddleware, install_error_handlers
+from api.routes import configs, executions, health
+from sluice import __version__
+from sluice.db.engine import create_engine, session_factory
+from sluice.db.migrate import upgrade
+from sluice.handlers.registry import add_import_paths
+from sluice.services import ConfigService, ExecutionService, TemporalGateway
+from sluice.settings import Settings
+
+log = logging.getLogger("sluice.api")
+RECONCILE_EVERY = 30.0
+
+
+def create_app(
+    settings: Settings | None = None, *, temporal_client: Client | None = None, migrate: bool = True
+) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        add_import_paths(settings.handler_paths)
+        engine = create_engine(settings)
+        if migrate:
+            await upgrade(engine)
+        sessions = session_factory(engine)
+        gateway = TemporalGateway(settings, temporal_client)
+        config_service = ConfigService(sessions)
+        app.state.services = Services(
+            settings=settings,
+            configs=config_service,
+            executions=ExecutionService(sessions, gateway, settings, config_service),
+            gateway=gateway,
+        )
+        sweeper = asyncio.create_task(_reconcile_forever(app.state.services.executions))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Sluice",
+        version=__version__,
+        description="Pipeline orchestration on Temporal: configs, executions, stages and replay.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(CorrelationIdMiddleware)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(configs.router)
+    app.include_router(executions.router)
+    return app
+
+
+async def _reconcile_forever(service: ExecutionService) -> None:
+    """Executions whose workflow died outside Sluice become `interrupted` even if nobody reads them."""
+    while True:
+        await asyncio.sleep(RECONCILE_EVERY)
+        try:
+            changed = await service.reconcile_running()
+            if changed:
+                log.info("reconciled %d execution(s) with Temporal", changed)
+        except Exception:
+            log.exception("reconcile sweep failed")

@@ -1,0 +1,180 @@
+"""Pipeline configs: validate, store with a version history, read, delete."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sluice.db.models import PipelineConfigRecord, PipelineConfigVersion, utcnow
+from sluice.errors import ConfigInvalidError, NotFoundError
+from sluice.pipeline_config import PipelineConfig
+from sluice.validation import ValidationReport, validate_yaml
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+def require_valid(yaml_text: str) -> tuple[PipelineConfig, ValidationReport]:
+    outcome = validate_yaml(yaml_text)
+    if outcome.config is None:
+        report = outcome.report
+        raise ConfigInvalidError(
+            f"pipeline config is invalid: {report.error_count} error(s), {report.warning_count} warning(s)",
+            extra=report.model_dump(),
+        )
+    return outcome.config, outcome.report
+
+
+class ConfigService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self.sessions = sessions
+
+    async def create(self, yaml_text: str) -> PipelineConfigRecord:
+        config, _ = require_valid(yaml_text)
+        now = utcnow()
+        record = PipelineConfigRecord(
+            id=str(uuid.uuid4()),
+            name=config.name,
+            namespace=config.namespace,
+            layer=config.layer,
+            description=config.description,
+            version=1,
+            yaml=yaml_text,
+            config_hash=config.config_hash(),
+            created_at=now,
+            updated_at=now,
+        )
+        async with self.sessions() as session:
+            session.add(record)
+            session.add(_version(record))
+            await session.commit()
+        return record
+
+    async def get(self, config_id: str) -> PipelineConfigRecord:
+        async with self.sessions() as session:
+            record = await session.get(PipelineConfigRecord, str(config_id))
+        if record is None:
+            raise NotFoundError(f"config {config_id} not found", error_code="CONFIG_NOT_FOUND")
+        return record
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        offset: int,
+        name: str | None = None,
+        namespace: str | None = None,
+        layer: str | None = None,
+    ) -> Page[PipelineConfigRecord]:
+        query = select(PipelineConfigRecord)
+        if name:
+            query = query.where(PipelineConfigRecord.name == name)
+        if namespace:
+            query = query.where(PipelineConfigRecord.namespace == namespace)
+        if layer:
+            query = query.where(PipelineConfigRecord.layer == layer)
+        async with self.sessions() as session:
+            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+            rows = await session.exec(
+                query.order_by(col(PipelineConfigRecord.updated_at).desc(), col(PipelineConfigRecord.id))
+                .offset(offset)
+                .limit(limit)
+            )
+            return Page(items=list(rows.all()), total=int(total), limit=limit, offset=offset)
+
+    async def latest_for_pipeline(self, namespace: str, layer: str, name: str) -> PipelineConfigRecord:
+        async with self.sessions() as session:
+            row = (
+                await session.exec(
+                    select(PipelineConfigRecord)
+                    .where(
+                        PipelineConfigRecord.namespace == namespace,
+                        PipelineConfigRecord.layer == layer,
+                        PipelineConfigRecord.name == name,
+                    )
+                    .order_by(col(PipelineConfigRecord.updated_at).desc())
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"pipeline {namespace}.{layer}.{name} not found")
+        return row
+
+    async def update(self, config_id: str, yaml_text: str) -> PipelineConfigRecord:
+        config, _ = require_valid(yaml_text)
+        async with self.sessions() as session:
+            record = await session.get(PipelineConfigRecord, str(config_id))
+            if record is None:
+                raise NotFoundError(f"config {config_id} not found", error_code="CONFIG_NOT_FOUND")
+            record.name = config.name
+            record.namespace = config.namespace
+            record.layer = config.layer
+            record.description = config.description
+            record.yaml = yaml_text
+            record.config_hash = config.config_hash()
+            record.version += 1
+            record.updated_at = utcnow()
+            session.add(record)
+            session.add(_version(record))
+            await session.commit()
+            await session.refresh(record)
+            return record
+
+    async def delete(self, config_id: str) -> None:
+        """Executions keep their own config snapshot, so they survive the config."""
+        async with self.sessions() as session:
+            record = await session.get(PipelineConfigRecord, str(config_id))
+            if record is None:
+                raise NotFoundError(f"config {config_id} not found", error_code="CONFIG_NOT_FOUND")
+            await session.exec(
+                delete(PipelineConfigVersion).where(PipelineConfigVersion.config_id == record.id)
+            )  # type: ignore[call-overload]
+            await session.delete(record)
+            await session.commit()
+
+    async def versions(self, config_id: str) -> list[PipelineConfigVersion]:
+        await self.get(config_id)
+        async with self.sessions() as session:
+            rows = await session.exec(
+                select(PipelineConfigVersion)
+                .where(PipelineConfigVersion.config_id == str(config_id))
+                .order_by(col(PipelineConfigVersion.version))
+            )
+            return list(rows.all())
+
+    async def version(self, config_id: str, version: int) -> PipelineConfigVersion:
+        async with self.sessions() as session:
+            row = (
+                await session.exec(
+                    select(PipelineConfigVersion).where(
+                        PipelineConfigVersion.config_id == str(config_id),
+                        PipelineConfigVersion.version == version,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(f"config {config_id} has no version {version}", error_code="CONFIG_NOT_FOUND")
+        return row
+
+
+def _version(record: PipelineConfigRecord) -> PipelineConfigVersion:
+    return PipelineConfigVersion(
+        config_id=record.id,
+        version=record.version,
+        yaml=record.yaml,
+        config_hash=record.config_hash,
+        created_at=record.updated_at,
+    )

@@ -1,0 +1,392 @@
+"""Executions: start a run, read it, cancel it, and keep its record honest.
+
+A record says `running` only while its workflow runs: reads reconcile with Temporal, so a
+workflow terminated or timed out outside Sluice shows as `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+import yaml
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord, as_utc, utcnow
+from sluice.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from sluice.ids import derived_id, parse_uuid, uuid7
+from sluice.messages import Message, MessageMetadata
+from sluice.pipeline_config import PipelineConfig
+from sluice.services.configs import ConfigService, require_valid
+from sluice.services.gateway import TemporalGateway
+from sluice.settings import Settings
+from sluice.temporal import SA_CONFIG_ID, SA_LAYER, SA_NAMESPACE, SA_PIPELINE, SA_TAG
+from sluice.workflow_io import (
+    WORKFLOW_NAME,
+    ExecutionInput,
+    ExecutionProgress,
+    ReplaySpec,
+    RouteProgress,
+    workflow_id_for,
+)
+
+log = logging.getLogger("sluice.executions")
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
+_CLOSED = {
+    WorkflowExecutionStatus.COMPLETED: ("completed", None),
+    WorkflowExecutionStatus.FAILED: ("failed", "workflow failed"),
+    WorkflowExecutionStatus.CANCELED: ("cancelled", "cancelled"),
+    WorkflowExecutionStatus.TERMINATED: ("interrupted", "workflow was terminated outside Sluice"),
+    WorkflowExecutionStatus.TIMED_OUT: ("interrupted", "workflow timed out"),
+}
+MAX_TAG = 255
+
+
+def validate_tag(tag: str | None) -> str | None:
+    if tag is None:
+        return None
+    if not tag.strip() or len(tag) > MAX_TAG or "/" in tag or any(ord(c) < 32 for c in tag):
+        raise InvalidArgumentError(
+            "tag must be 1-255 printable characters without '/'", error_code="INVALID_TAG"
+        )
+    if parse_uuid(tag) is not None:
+        raise InvalidArgumentError(
+            "tag must not look like a UUID (ids and tags share a URL)", error_code="INVALID_TAG"
+        )
+    return tag
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        gateway: TemporalGateway,
+        settings: Settings,
+        configs: ConfigService,
+    ):
+        self.sessions = sessions
+        self.gateway = gateway
+        self.settings = settings
+        self.configs = configs
+
+    # -- start -------------------------------------------------------------------------------
+    async def run_config(
+        self,
+        config_id: str,
+        *,
+        tag: str | None = None,
+        skip_init_message: bool = False,
+        init_payload_overrides: dict[str, Any] | None = None,
+        trigger: str = "manual",
+    ) -> ExecutionRecord:
+        record = await self.configs.get(config_id)
+        pipeline, _ = require_valid(record.yaml)
+        execution_id = str(uuid7())
+        init_message = None
+        if not skip_init_message and pipeline.init_message is not None:
+            init_message = Message(
+                payload={**pipeline.init_message.payload, **(init_payload_overrides or {})},
+                metadata=MessageMetadata(
+                    execution_id=execution_id, correlation_id=derived_id(execution_id, "init")
+                ),
+            )
+        return await self.start(
+            execution_id=execution_id,
+            config_id=record.id,
+            config_version=record.version,
+            yaml_text=record.yaml,
+            pipeline=pipeline,
+            init_message=init_message,
+            tag=tag,
+            trigger=trigger,
+        )
+
+    async def start(
+        self,
+        *,
+        execution_id: str,
+        config_id: str,
+        config_version: int,
+        yaml_text: str,
+        pipeline: PipelineConfig,
+        init_message: Message | None,
+        tag: str | None,
+        trigger: str,
+        parent_execution_id: str | None = None,
+        replay: ReplaySpec | None = None,
+    ) -> ExecutionRecord:
+        tag = validate_tag(tag)
+        client = await self.gateway.client()
+        now = utcnow()
+        record = ExecutionRecord(
+            id=execution_id,
+            config_id=config_id,
+            config_version=config_version,
+            config_yaml=yaml_text,
+            config_hash=pipeline.config_hash(),
+            pipeline=pipeline.name,
+            namespace=pipeline.namespace,
+            layer=pipeline.layer,
+            status="running",
+            trigger=trigger,
+            tag=tag,
+            parent_execution_id=parent_execution_id,
+            replay_source=replay.replay_source if replay else None,
+            workflow_id=workflow_id_for(execution_id),
+            task_queue=self.settings.task_queue,
+            init_payload=init_message.payload if init_message else None,
+            created_at=now,
+            started_at=now,
+        )
+        async with self.sessions() as session:
+            if tag is not None:
+                clash = (
+                    await session.exec(select(ExecutionRecord.id).where(ExecutionRecord.tag == tag))
+                ).first()
+                if clash:
+                    raise AlreadyExistsError(
+                        f"tag {tag!r} is already used by execution {clash}", error_code="TAG_EXISTS"
+                    )
+            session.add(record)
+            session.add(
+                ExecutionLogRecord(
+                    execution_id=execution_id,
+                    level="info",
+                    message=f"execution started: pipeline {pipeline.name}, trigger {trigger}"
+                    + (f", tag {tag}" if tag else "")
+                    + (f", replay of {parent_execution_id}" if parent_execution_id else ""),
+                    kind="lifecycle",
+                    timestamp=now,
+                )
+            )
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise AlreadyExistsError(f"tag {tag!r} is already used", error_code="TAG_EXISTS") from None
+        search = [
+            SearchAttributePair(SA_PIPELINE, pipeline.name),
+            SearchAttributePair(SA_CONFIG_ID, config_id),
+            SearchAttributePair(SA_NAMESPACE, pipeline.namespace),
+            SearchAttributePair(SA_LAYER, pipeline.layer),
+        ]
+        if tag:
+            search.append(SearchAttributePair(SA_TAG, tag))
+        try:
+            await client.start_workflow(
+                WORKFLOW_NAME,
+                ExecutionInput(
+                    execution_id=execution_id,
+                    pipeline=pipeline,
+                    config_hash=pipeline.config_hash(),
+                    init_message=init_message,
+                    init_route=pipeline.init_message.route
+                    if (init_message and pipeline.init_message)
+                    else None,
+                    replay=replay,
+                    heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
+                    max_in_flight=self.settings.max_in_flight,
+                    activities_per_run=self.settings.activities_per_run,
+                ),
+                id=record.workflow_id,
+                task_queue=self.settings.task_queue,
+                search_attributes=TypedSearchAttributes(search),
+                static_summary=f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
+                + (f" [{tag}]" if tag else ""),
+            )
+        except Exception as exc:
+            await self._discard(execution_id)
+            if isinstance(exc, RPCError):
+                self.gateway.forget()
+                raise UnavailableError(
+                    f"could not start the execution on Temporal: {exc.message}",
+                    error_code="TEMPORAL_UNAVAILABLE",
+                ) from exc
+            raise
+        return record
+
+    async def _discard(self, execution_id: str) -> None:
+        async with self.sessions() as session:
+            record = await session.get(ExecutionRecord, execution_id)
+            if record is not None:
+                await session.delete(record)
+            for row in (
+                await session.exec(
+                    select(ExecutionLogRecord).where(ExecutionLogRecord.execution_id == execution_id)
+                )
+            ).all():
+                await session.delete(row)
+            await session.commit()
+
+    # -- read --------------------------------------------------------------------------------
+    async def find(self, id_or_tag: str) -> ExecutionRecord:
+        async with self.sessions() as session:
+            record = None
+            if parse_uuid(id_or_tag) is not None:
+                record = await session.get(ExecutionRecord, str(parse_uuid(id_or_tag)))
+            if record is None:
+                record = (
+                    await session.exec(select(ExecutionRecord).where(ExecutionRecord.tag == id_or_tag))
+                ).first()
+        if record is None:
+            raise NotFoundError(f"execution {id_or_tag} not found", error_code="EXECUTION_NOT_FOUND")
+        return record
+
+    async def get(self, id_or_tag: str) -> ExecutionRecord:
+        record = await self.find(id_or_tag)
+        if record.status == "running":
+            record = await self.reconcile(record)
+        return record
+
+    async def reconcile(self, record: ExecutionRecord) -> ExecutionRecord:
+        """Bring a `running` record in line with its workflow; leave it alone if Temporal is down."""
+        try:
+            client = await self.gateway.client()
+            desc = await client.get_workflow_handle(record.workflow_id).describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                return record
+            return await self._close(record, "interrupted", "workflow not found in Temporal", None)
+        except Exception:
+            return record
+        if desc.status in (None, WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
+            return record
+        fresh = await self.find(record.id)
+        if fresh.status != "running":
+            return fresh
+        status, error = _CLOSED.get(desc.status, ("interrupted", f"workflow closed as {desc.status}"))
+        return await self._close(fresh, status, error, desc.close_time)
+
+    async def _close(
+        self, record: ExecutionRecord, status: str, error: str | None, closed_at: datetime | None
+    ) -> ExecutionRecord:
+        async with self.sessions() as session:
+            fresh = await session.get(ExecutionRecord, record.id)
+            if fresh is None or fresh.status != "running":
+                return fresh or record
+            fresh.status = status
+            fresh.error = fresh.error or error
+            fresh.completed_at = closed_at or utcnow()
+            started = as_utc(fresh.started_at)
+            fresh.duration_ms = max(int((as_utc(fresh.completed_at) - started).total_seconds() * 1000), 0)
+            session.add(fresh)
+            session.add(
+                ExecutionLogRecord(
+                    execution_id=fresh.id,
+                    level="error" if status in ("failed", "interrupted") else "warn",
+                    message=f"execution {status}" + (f": {error}" if error else ""),
+                    kind="lifecycle",
+                )
+            )
+            await session.commit()
+            await session.refresh(fresh)
+            log.warning("execution %s marked %s: %s", fresh.id, status, error)
+            return fresh
+
+    async def reconcile_running(self, limit: int = 200) -> int:
+        """Sweep `running` records (the API runs this periodically)."""
+        async with self.sessions() as session:
+            rows = (
+                await session.exec(
+                    select(ExecutionRecord)
+                    .where(ExecutionRecord.status == "running")
+                    .order_by(col(ExecutionRecord.created_at))
+                    .limit(limit)
+                )
+            ).all()
+        changed = 0
+        for row in rows:
+            if (await self.reconcile(row)).status != "running":
+                changed += 1
+        return changed
+
+    async def routes(self, id_or_tag: str) -> tuple[ExecutionRecord, list[RouteProgress]]:
+        """Per-route progress: a live Temporal query while running, the stored runs afterwards."""
+        record = await self.get(id_or_tag)
+        if record.status == "running":
+            try:
+                client = await self.gateway.client()
+                progress: ExecutionProgress = await asyncio.wait_for(
+                    client.get_workflow_handle(record.workflow_id).query(
+                        "progress", result_type=ExecutionProgress
+                    ),
+                    10,
+                )
+                return record, progress.routes
+            except Exception as exc:  # no worker yet, Temporal down: fall back to what is stored
+                log.debug("progress query for %s failed: %s", record.id, exc)
+        async with self.sessions() as session:
+            rows = (
+                await session.exec(
+                    select(RouteRunRecord)
+                    .where(RouteRunRecord.execution_id == record.id)
+                    .order_by(col(RouteRunRecord.position))
+                )
+            ).all()
+        routes = [
+            RouteProgress(
+                route=r.route,
+                position=r.position,
+                status=r.status,  # type: ignore[arg-type]
+                messages_in=r.messages_in,
+                messages_processed=r.messages_processed,
+                messages_out=r.messages_out,
+                objects_written=r.objects_written,
+                rows_written=r.rows_written,
+                retries=r.retries,
+                error=r.error,
+                started_at=as_utc(r.started_at),
+                completed_at=as_utc(r.completed_at),
+            )
+            for r in rows
+        ]
+        if not routes:
+            pipeline = PipelineConfig.model_validate(yaml.safe_load(record.config_yaml))
+            routes = [RouteProgress(route=r.name, position=i) for i, r in enumerate(pipeline.routes)]
+        return record, routes
+
+    # -- cancel ------------------------------------------------------------------------------
+    async def cancel(self, id_or_tag: str) -> tuple[ExecutionRecord, bool]:
+        """Request cancellation and wait (bounded) for it; returns (record, finished)."""
+        record = await self.get(id_or_tag)
+        if record.status in TERMINAL:
+            raise FailedPreconditionError(
+                f"execution {record.id} is already {record.status}", error_code="EXECUTION_TERMINAL"
+            )
+        client = await self.gateway.client()
+        handle = client.get_workflow_handle(record.workflow_id)
+        try:
+            await handle.cancel()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return await self.reconcile(record), True
+            self.gateway.forget()
+            raise UnavailableError(f"could not cancel on Temporal: {exc.message}") from exc
+        async with self.sessions() as session:
+            session.add(
+                ExecutionLogRecord(
+                    execution_id=record.id, level="warn", message="cancellation requested", kind="lifecycle"
+                )
+            )
+            await session.commit()
+        try:
+            await asyncio.wait_for(handle.result(), self.settings.cancel_wait_seconds)
+        except (WorkflowFailureError, RPCError):
+            pass
+        except TimeoutError:
+            return await self.get(record.id), False
+        return await self.get(record.id), True

@@ -1,0 +1,80 @@
+"""Handlers used by the tests (importable by in-process and subprocess workers alike)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from temporalio import activity
+
+from sluice.errors import NonRetryableHandlerError
+
+
+async def fanout(message, ctx):
+    """Emit `count` small objects (payload or params)."""
+    count = int(message.payload.get("count", ctx.params.get("count", 3)))
+    for i in range(count):
+        await ctx.emit(f"item-{i:05d}.txt", f"item {i}", payload={"i": i})
+    ctx.log.info(f"emitted {count}")
+
+
+async def copy(message, ctx):
+    key = message.object_key
+    data = await ctx.read(key)
+    await ctx.emit(key.rsplit("/", 1)[-1], data.upper())
+
+
+async def record_pid(message, ctx):
+    """Slow enough for both workers to pick up batches; records which process ran it."""
+    await asyncio.sleep(float(ctx.params.get("sleep", 0.2)))
+    key = message.object_key or message.metadata.correlation_id
+    await ctx.emit(key.rsplit("/", 1)[-1] + ".pid", str(os.getpid()))
+
+
+async def slow(message, ctx):
+    """Sleep far longer than any test; never heartbeats itself."""
+    marker = ctx.params.get("marker")
+    if marker:
+        Path(marker).write_text("started")
+    await asyncio.sleep(float(ctx.params.get("seconds", 3600)))
+
+
+def sync_upper(message, ctx):
+    """A plain function handler: runs in a thread with blocking ctx methods."""
+    text = ctx.read_text(message.object_key)
+    time.sleep(0.01)
+    ctx.emit(message.object_key.rsplit("/", 1)[-1], text.upper(), content_type="text/plain")
+    ctx.rows(1)
+
+
+async def flaky(message, ctx):
+    """Fail until attempt `succeed_on`, then write an object."""
+    attempt = activity.info().attempt
+    if attempt < int(ctx.params.get("succeed_on", 2)):
+        raise RuntimeError(f"transient failure on attempt {attempt}")
+    await ctx.emit("ok.txt", f"succeeded on attempt {attempt}")
+
+
+async def always_fail(message, ctx):
+    raise ValueError("this route always fails")
+
+
+async def fatal(message, ctx):
+    raise NonRetryableHandlerError("bad input, retrying will not help")
+
+
+async def echo_payload(message, ctx):
+    await ctx.emit("payload.json", message.payload)
+
+
+async def crash_once(message, ctx):
+    """Write the object, then die on the first attempt: the retry must not duplicate objects."""
+    await ctx.emit("once.txt", "same bytes every attempt", payload={"n": 1})
+    if activity.info().attempt == 1:
+        raise RuntimeError("worker crashed after writing")
+
+
+def not_a_handler():
+    return None
