@@ -50,11 +50,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    log.info("worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address)
     try:
         async with contextlib.AsyncExitStack() as stack:
             for worker in workers:
                 await stack.enter_async_context(worker)
+            log.info(
+                "worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address
+            )
             await stop.wait()
     finally:
         await deps.close()

@@ -35,6 +35,8 @@ class _HtmlToMarkdown(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
             self._skip += 1
+        elif self._skip:
+            return
         elif re.fullmatch(r"h[1-6]", tag):
             self.out.append("\n\n" + "#" * int(tag[1]) + " ")
         elif tag in self._BLOCK:
@@ -62,6 +64,8 @@ class _HtmlToMarkdown(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP:
             self._skip = max(self._skip - 1, 0)
+        elif self._skip:
+            return
         elif re.fullmatch(r"h[1-6]", tag) or tag in self._BLOCK:
             self.out.append("\n\n")
         elif tag in ("ul", "ol"):
@@ -137,7 +141,8 @@ def segment_markdown(text: str, max_level: int = 3) -> list[tuple[str, str]]:
             buf.append(line)
     if heading or any(b.strip() for b in buf):
         sections.append((heading, buf))
-    return [(h, "\n".join(b).strip() + "\n") for h, b in sections if "\n".join(b).strip()]
+    # A heading with nothing under it (an H1 directly followed by an H2) is not a segment.
+    return [(h, "\n".join(b).strip() + "\n") for h, b in sections if "\n".join(b[1:] if h else b).strip()]
 
 
 def _slug(text: str) -> str:

@@ -1,0 +1,113 @@
+"""The validator's codes, one finding at a time, as a config author would meet them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sluice.validation import CODES, validate_yaml
+
+BASE = """
+name: p
+init_message: {route: a, payload: {}}
+routes:
+  - {name: a, handler: noop, stage: s1, next: [b]}
+  - {name: b, handler: noop, stage: s2}
+"""
+
+
+def codes(text: str) -> list[str]:
+    return [i.code for i in validate_yaml(text).report.issues]
+
+
+def test_valid_config_has_no_issues() -> None:
+    outcome = validate_yaml(BASE)
+    assert outcome.report.is_valid and outcome.report.issues == [] and outcome.config is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "path"),
+    [
+        ("name: [unclosed", "E001", "$"),
+        ("- just\n- a list", "E002", "$"),
+        ("", "E002", "$"),
+        ("routes:\n  - {name: a, handler: noop, stage: s}", "E003", "name"),
+        (BASE.replace("name: p", "name: 'bad name!'"), "E004", "name"),
+        (BASE.replace("stage: s2}", "stage: s2, concurrency: 0}"), "E004", "routes[1].concurrency"),
+        ("name: p\nroutes: []", "E101", "routes"),
+        (BASE.replace("name: b,", "name: a,"), "E102", "routes[1].name"),
+        (BASE.replace("stage: s2", "stage: ../escape"), "E103", "routes[1].stage"),
+        (BASE.replace("stage: s2", "stage: _sluice/x"), "E103", "routes[1].stage"),
+        (BASE.replace("next: [b]", "next: [c]"), "E201", "routes[0].next[0]"),
+        (BASE.replace("route: a,", "route: z,"), "E202", "init_message.route"),
+        (BASE.replace("stage: s2}", "stage: s2, next: [a]}"), "E203", "routes[0].next"),
+        (
+            BASE.replace("handler: noop, stage: s2", "handler: 'not a handler', stage: s2"),
+            "E301",
+            "routes[1].handler",
+        ),
+        (
+            BASE.replace("handler: noop, stage: s2", "handler: 'no_such_pkg.mod:fn', stage: s2"),
+            "E302",
+            "routes[1].handler",
+        ),
+        (
+            BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:missing', stage: s2"),
+            "E303",
+            "routes[1].handler",
+        ),
+        (
+            BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:not_a_handler', stage: s2"),
+            "E303",
+            "routes[1].handler",
+        ),
+        (BASE.replace("stage: s2}", "stage: s2, timeout: soon}"), "E401", "routes[1].timeout"),
+        (BASE.replace("stage: s2}", "stage: s2, retry: {backoff: -1s}}"), "E401", "routes[1].retry.backoff"),
+        (BASE.replace("name: p", "name: p\nschedual: daily"), "W101", "schedual"),
+        (BASE + "  - {name: c, handler: noop, stage: s3}\n", "W501", "routes[2]"),
+        (BASE.replace(", stage: s2}", "}"), "W502", "routes[1].stage"),
+        (BASE.replace("init_message: {route: a, payload: {}}\n", ""), "W503", "init_message"),
+        (BASE + "  - {name: c, handler: noop, stage: s3, collect: true}\n", "W504", "routes[2].collect"),
+    ],
+)
+def test_each_code(text: str, code: str, path: str) -> None:
+    report = validate_yaml(text).report
+    matching = [i for i in report.issues if i.code == code]
+    assert matching, f"expected {code}, got {[(i.code, i.path) for i in report.issues]}"
+    issue = matching[0]
+    assert issue.path == path
+    assert issue.message and issue.suggestion
+    assert issue.severity == ("error" if code.startswith("E") else "warning")
+    assert report.is_valid == (report.error_count == 0)
+
+
+def test_errors_come_before_warnings_and_counts_match() -> None:
+    text = (
+        BASE.replace("next: [b]", "next: [c]")
+        .replace(", stage: s2}", "}")
+        .replace("name: p", "name: p\nextra: 1")
+    )
+    report = validate_yaml(text).report
+    severities = [i.severity for i in report.issues]
+    assert severities == sorted(severities, key=lambda s: s != "error")
+    assert report.error_count == severities.count("error") == 1
+    assert report.warning_count == severities.count("warning") >= 2
+
+
+def test_yaml_error_reports_line() -> None:
+    issue = validate_yaml("name: p\nroutes:\n  - name: a\n   handler: x\n").report.issues[0]
+    assert issue.code == "E001" and "line 4" in issue.message
+
+
+def test_cycle_message_shows_the_cycle() -> None:
+    text = BASE.replace("stage: s2}", "stage: s2, next: [a]}")
+    issue = next(i for i in validate_yaml(text).report.issues if i.code == "E203")
+    assert "a -> b -> a" in issue.message
+
+
+def test_every_code_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "validation-codes.md").read_text()
+    documented = set(re.findall(r"^\| ([EW]\d{3}) \|", doc, flags=re.M))
+    assert documented == set(CODES)
