@@ -14,7 +14,7 @@ def validate_key(key: str) -> str:
     if key.startswith("/") or "\\" in key or "\x00" in key:
         raise StorageKeyError(f"invalid object key {key!r}")
     parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", ".."):
+    if any(p in ("", ".", "..") for p in parts):
         raise StorageKeyError(f"object key {key!r} has an empty, '.' or '..' segment")
     return key
 

@@ -24,7 +24,10 @@ class LocalStorage(ObjectStorage):
         return path
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        await asyncio.to_thread(self._put_sync, self._path(key), data)
+        try:
+            await asyncio.to_thread(self._put_sync, self._path(key), data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
     @staticmethod
     def _put_sync(path: Path, data: bytes) -> None:
@@ -52,31 +55,34 @@ class LocalStorage(ObjectStorage):
         await asyncio.to_thread(self._path(key).unlink, True)
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
-        # Walk only the directory the prefix names; the rest of the prefix filters names.
-        # Directories are read one at a time, so memory holds one directory listing, not the tree.
+        """Keys in S3 order (lexicographic on the full key), one directory listing in memory per level."""
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root / base_dir if base_dir else self.root
-        stack: list[Path] = [start]
+        try:
+            stack = [(start, iter(await asyncio.to_thread(_scan_sorted, start)))]
+        except (FileNotFoundError, NotADirectoryError):
+            return
         while stack:
-            directory = stack.pop()
-            try:
-                entries = await asyncio.to_thread(_scan_sorted, directory)
-            except (FileNotFoundError, NotADirectoryError):
+            directory, entries = stack[-1]
+            entry = next(entries, None)
+            if entry is None:
+                stack.pop()
                 continue
-            subdirs: list[Path] = []
-            for name, is_dir in entries:
-                path = directory / name
-                if is_dir:
-                    subdirs.append(path)
-                    continue
-                if name.startswith(".tmp-"):
-                    continue
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    yield key
-            stack.extend(reversed(subdirs))
+            name, is_dir = entry
+            path = directory / name
+            key = path.relative_to(self.root).as_posix()
+            if is_dir:
+                if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                    try:
+                        stack.append((path, iter(await asyncio.to_thread(_scan_sorted, path))))
+                    except (FileNotFoundError, NotADirectoryError):
+                        continue
+            elif not name.startswith(".tmp-") and key.startswith(prefix):
+                yield key
 
 
 def _scan_sorted(directory: Path) -> list[tuple[str, bool]]:
+    """Entries sorted as their keys sort: a directory counts as `name/`."""
     with os.scandir(directory) as it:
-        return sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    return sorted(entries, key=lambda e: e[0] + "/" if e[1] else e[0])

@@ -88,11 +88,13 @@ class S3Storage(ObjectStorage):
         return self.prefix + self.check_key(key)
 
     def _fail(self, action: str, key: str, exc: Exception) -> NoReturn:
-        # botocore messages name the bucket, key and error code, never the secret key.
+        # botocore errors name the operation, code and message; they never carry the secret key.
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            detail = f"{err.get('Code', 'unknown')} (HTTP {status}): {err.get('Message', '')}".rstrip(": ")
+            detail = f"{err.get('Code', 'unknown')} (HTTP {status})"
+            if err.get("Message"):
+                detail += f": {err['Message']}"
         else:
             detail = f"{type(exc).__name__}: {exc}"
         raise StorageError(f"S3 {action} s3://{self.bucket}/{key} failed: {detail}") from exc
@@ -166,7 +168,7 @@ class S3Storage(ObjectStorage):
                 self._fail("head bucket", "", exc)
         region = s3.meta.region_name
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        if region and region != "us-east-1":
+        if region and region not in ("us-east-1", "aws-global"):
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
             await s3.create_bucket(**kwargs)

@@ -1,0 +1,341 @@
+"""The same storage tests on local disk, moto's S3 and SeaweedFS (a real server that checks signatures)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sluice.settings import Settings
+from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
+from sluice.storage.factory import open_storage
+from sluice.storage.keys import sidecar_key
+from sluice.storage.local import LocalStorage
+from sluice.storage.s3 import S3Storage
+from sluice.storage.stage import read_meta, write_stage_object
+from tests.storage_servers import S3Server, moto_s3, seaweed_s3  # noqa: F401
+
+SERVER_FIXTURES = {"moto": "moto_s3", "seaweedfs": "seaweed_s3"}
+
+ODD_KEYS = [
+    "odd/with space.txt",
+    "odd/  leading and trailing spaces  ",
+    "odd/plus+sign+c++.txt",
+    "odd/percent%20not-decoded%2F%.txt",
+    "odd/hash#fragment",
+    "odd/question?mark=1&x=2",
+    "odd/unicode-Grüße-日本語-Ελληνικά",
+    "odd/emoji-🚀🦀👍🏽.bin",
+    "odd/quotes-'single'-\"double\"-`back`",
+    "odd/brackets[]{}()<>",
+    "odd/misc-~!@$^*,;:=|",
+    "odd/dir with space/ünïcode dir/file.txt",
+    "odd/ends-with-dot.",
+]
+
+
+async def collect(storage: ObjectStorage, prefix: str) -> list[str]:
+    return [key async for key in storage.list(prefix)]
+
+
+async def put_many(storage: ObjectStorage, keys: list[str], data: bytes = b"x", limit: int = 32) -> None:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(key: str) -> None:
+        async with sem:
+            await storage.put(key, data)
+
+    await asyncio.gather(*(one(k) for k in keys))
+
+
+async def s3_storage(server: S3Server, prefix: str = "", bucket: str | None = None) -> S3Storage:
+    bucket = bucket or await asyncio.to_thread(server.create_bucket)
+    return S3Storage(bucket=bucket, prefix=prefix, **server.storage_kwargs())
+
+
+_shared_buckets: dict[str, str] = {}
+
+
+@pytest.fixture(params=["local", "moto", "seaweedfs"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ObjectStorage]:
+    """A fresh, empty store per test: a tmp dir, or a new prefix in a bucket shared by the session.
+
+    Sharing the bucket matters on SeaweedFS, where the first write to a new bucket costs ~0.4 s.
+    The prefix also puts key mapping under every S3 test; tests below cover prefix-less storage.
+    """
+    if request.param == "local":
+        store: ObjectStorage = LocalStorage(tmp_path / "storage")
+    else:
+        server: S3Server = request.getfixturevalue(SERVER_FIXTURES[request.param])
+        if server.endpoint_url not in _shared_buckets:
+            _shared_buckets[server.endpoint_url] = await asyncio.to_thread(server.create_bucket)
+        bucket = _shared_buckets[server.endpoint_url]
+        store = await s3_storage(server, f"tests/{uuid.uuid4().hex[:12]}", bucket)
+    async with store:
+        yield store
+
+
+@pytest.fixture(params=["moto", "seaweedfs"])
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    return request.getfixturevalue(SERVER_FIXTURES[request.param])
+
+
+@pytest.fixture
+def seaweed(request: pytest.FixtureRequest) -> S3Server:
+    """seaweed_s3 under another name, so tests don't shadow the imported fixture."""
+    return request.getfixturevalue("seaweed_s3")
+
+
+async def test_put_get_round_trip(storage: ObjectStorage) -> None:
+    data = bytes(range(256)) * 64
+    await storage.put("exec/stage/blob.bin", data)
+    await storage.put("exec/stage/empty", b"", "text/plain")
+    assert await storage.get("exec/stage/blob.bin") == data
+    assert await storage.get("exec/stage/empty") == b""
+    await storage.put("exec/stage/blob.bin", b"overwritten")
+    assert await storage.get("exec/stage/blob.bin") == b"overwritten"
+
+
+async def test_get_missing_raises_not_found(storage: ObjectStorage) -> None:
+    with pytest.raises(ObjectNotFoundError) as info:
+        await storage.get("exec/stage/missing.json")
+    assert info.value.key == "exec/stage/missing.json"
+    assert isinstance(info.value, KeyError)
+
+
+async def test_exists(storage: ObjectStorage) -> None:
+    assert not await storage.exists("exec/stage/a.txt")
+    await storage.put("exec/stage/a.txt", b"a")
+    assert await storage.exists("exec/stage/a.txt")
+    # A "directory" is not an object.
+    assert not await storage.exists("exec/stage")
+    with pytest.raises(ObjectNotFoundError):
+        await storage.get("exec/stage")
+
+
+async def test_delete(storage: ObjectStorage) -> None:
+    await storage.put("exec/stage/a.txt", b"a")
+    await storage.put("exec/stage/b.txt", b"b")
+    await storage.delete("exec/stage/a.txt")
+    assert not await storage.exists("exec/stage/a.txt")
+    assert await storage.get("exec/stage/b.txt") == b"b"
+    await storage.delete("exec/stage/a.txt")  # deleting a missing key is not an error
+    assert await collect(storage, "exec/") == ["exec/stage/b.txt"]
+
+
+async def test_list_returns_exactly_the_keys_under_prefix(storage: ObjectStorage) -> None:
+    keys = ["a/1.txt", "a/2.txt", "a/sub/3.txt", "ab/4.txt", "abc.txt", "b/5.txt", "a/1.txt.meta.json"]
+    await put_many(storage, keys)
+
+    async def listed(prefix: str) -> list[str]:
+        found = await collect(storage, prefix)
+        assert len(found) == len(set(found)), "a key was listed twice"
+        return sorted(found)  # order is test_list_is_sorted_in_byte_order's business
+
+    # Sidecars are listed like any object; callers filter them.
+    assert await listed("a/") == ["a/1.txt", "a/1.txt.meta.json", "a/2.txt", "a/sub/3.txt"]
+    assert await listed("a/sub/") == ["a/sub/3.txt"]
+    # A prefix is a string prefix, not a folder: "ab" matches "ab/..." and "abc.txt".
+    assert await listed("ab") == ["ab/4.txt", "abc.txt"]
+    assert await listed("ab/") == ["ab/4.txt"]
+    assert await listed("a/1") == ["a/1.txt", "a/1.txt.meta.json"]
+    assert await listed("nothing/") == []
+    assert await listed("") == sorted(keys)
+
+
+# A known deviation from S3's order, kept visible instead of hidden (callers must not rely on order).
+UNSORTED = {
+    "seaweedfs": "SeaweedFS lists a directory's subtree at the directory's name, so 'a/d' precedes 'a-b'",
+}
+
+
+async def test_list_is_sorted_in_byte_order(storage: ObjectStorage, request: pytest.FixtureRequest) -> None:
+    backend = request.node.callspec.params["storage"]
+    if backend in UNSORTED:
+        request.applymarker(pytest.mark.xfail(reason=UNSORTED[backend], strict=True))
+    # S3 order is the UTF-8 byte order of whole keys: "x/sub/1" < "x/z"; "x/a-b" < "x/a.c" < "x/a/d" < "x/a0".
+    keys = ["x/z", "x/sub/1", "x/a-b", "x/a.c", "x/a/d", "x/a0", "x/é", "x/Z"]
+    await put_many(storage, keys)
+    assert await collect(storage, "x/") == sorted(keys, key=str.encode)
+
+
+async def test_list_paginates_past_1000_keys(storage: ObjectStorage) -> None:
+    keys = [f"many/{i:05d}.json" for i in range(1100)]
+    await put_many(storage, keys, b"{}", limit=32)
+    await storage.put("many-sibling/outside.json", b"{}")
+    listed = await collect(storage, "many/")
+    assert len(listed) == 1100
+    assert listed == keys
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+async def test_odd_utf8_keys_round_trip(storage: ObjectStorage, key: str) -> None:
+    data = key.encode()
+    await storage.put(key, data)
+    assert await storage.exists(key)
+    assert await storage.get(key) == data
+    assert await collect(storage, "odd/") == [key]
+    await storage.delete(key)
+    assert not await storage.exists(key)
+
+
+@pytest.mark.parametrize(
+    "key", ["../x", "a/../b", "a/./b", "/abs/key", "a//b", "", "a\\b", "nul\x00byte", "..", "dir/"]
+)
+async def test_unsafe_keys_are_rejected(storage: ObjectStorage, key: str) -> None:
+    with pytest.raises(StorageKeyError):
+        await storage.put(key, b"x")
+    with pytest.raises(StorageKeyError):
+        await storage.get(key)
+    with pytest.raises(StorageKeyError):
+        await storage.exists(key)
+    with pytest.raises(StorageKeyError):
+        await storage.delete(key)
+    assert await collect(storage, "") == []
+
+
+async def test_write_stage_object_is_idempotent(storage: ObjectStorage) -> None:
+    key = "exec-1/parse/out/doc.json"
+    meta = {"execution_id": "exec-1", "stage": "parse", "route": "main", "correlation_id": "c-1"}
+    first, written = await write_stage_object(storage, key, b'{"a": 1}', "application/json", meta)
+    assert written
+    assert await collect(storage, "exec-1/") == [key, sidecar_key(key)]
+    stored = await read_meta(storage, key)
+    assert stored is not None
+    assert (stored.sha256, stored.size, stored.content_type) == (first.sha256, 8, "application/json")
+    sidecar_bytes = await storage.get(sidecar_key(key))
+
+    again, written = await write_stage_object(storage, key, b'{"a": 1}', "application/json", meta)
+    assert not written
+    assert again.created_at == first.created_at
+    assert await storage.get(sidecar_key(key)) == sidecar_bytes
+
+    changed, written = await write_stage_object(storage, key, b'{"a": 2}', "application/json", meta)
+    assert written and changed.sha256 != first.sha256
+    assert await storage.get(key) == b'{"a": 2}'
+
+
+async def test_prefix_maps_keys_under_it(s3_server: S3Server) -> None:
+    bucket = await asyncio.to_thread(s3_server.create_bucket)
+    raw = s3_server.client()
+    await asyncio.to_thread(raw.put_object, Bucket=bucket, Key="some/prefixed-sibling", Body=b"s")
+    await asyncio.to_thread(raw.put_object, Bucket=bucket, Key="elsewhere/x", Body=b"e")
+    async with await s3_storage(s3_server, "/some/prefix/", bucket) as store:
+        assert store.url == f"s3://{bucket}/some/prefix"
+        await store.put("exec/st/a b.txt", b"a", "text/plain")
+        await store.put("exec/st/c.txt", b"c")
+        assert await collect(store, "") == ["exec/st/a b.txt", "exec/st/c.txt"]
+        assert await collect(store, "exec/st/a") == ["exec/st/a b.txt"]
+        assert await store.get("exec/st/a b.txt") == b"a"
+        listing = await asyncio.to_thread(raw.list_objects_v2, Bucket=bucket)
+        assert sorted(o["Key"] for o in listing["Contents"]) == [
+            "elsewhere/x",
+            "some/prefix/exec/st/a b.txt",
+            "some/prefix/exec/st/c.txt",
+            "some/prefixed-sibling",
+        ]
+        head = await asyncio.to_thread(raw.head_object, Bucket=bucket, Key="some/prefix/exec/st/a b.txt")
+        assert head["ContentType"] == "text/plain"
+        await store.delete("exec/st/c.txt")
+        assert await collect(store, "") == ["exec/st/a b.txt"]
+
+
+async def test_missing_bucket_is_an_error_and_is_not_created(s3_server: S3Server) -> None:
+    bucket = s3_server.new_bucket_name()
+    async with S3Storage(bucket=bucket, **s3_server.storage_kwargs()) as store:
+        with pytest.raises(StorageError) as info:
+            await store.put("a.txt", b"a")
+        assert not isinstance(info.value, ObjectNotFoundError)
+        assert bucket in str(info.value) and "NoSuchBucket" in str(info.value)
+        with pytest.raises(StorageError):
+            await collect(store, "")
+        names = [b["Name"] for b in (await asyncio.to_thread(s3_server.client().list_buckets))["Buckets"]]
+        assert bucket not in names
+        assert await store.create_bucket_if_missing()
+        assert not await store.create_bucket_if_missing()
+        await store.put("a.txt", b"a")
+        assert await store.get("a.txt") == b"a"
+
+
+async def test_seaweedfs_rejects_a_wrong_secret(seaweed: S3Server) -> None:
+    bucket = await asyncio.to_thread(seaweed.create_bucket)
+    async with await s3_storage(seaweed, bucket=bucket) as good:
+        await good.put("secret.txt", b"s")
+    wrong = {**seaweed.storage_kwargs(), "secret_access_key": "not-the-" + seaweed.secret_access_key}
+    async with S3Storage(bucket=bucket, **wrong) as bad:
+        with pytest.raises(StorageError) as info:
+            await bad.put("x.txt", b"x")
+        message = str(info.value)
+        assert "SignatureDoesNotMatch" in message and bucket in message and "x.txt" in message
+        assert wrong["secret_access_key"] not in message and seaweed.secret_access_key not in message
+        assert seaweed.secret_access_key not in repr(bad)
+        # A denied read must not look like a missing object.
+        with pytest.raises(StorageError) as info:
+            await bad.get("secret.txt")
+        assert not isinstance(info.value, ObjectNotFoundError)
+        with pytest.raises(StorageError):
+            await bad.exists("secret.txt")
+        with pytest.raises(StorageError):
+            await collect(bad, "")
+    # An unknown access key and an unsigned request are refused too.
+    unknown_key = {**seaweed.storage_kwargs(), "access_key_id": "unknown", "secret_access_key": "x"}
+    async with S3Storage(bucket=bucket, **unknown_key) as unknown:
+        with pytest.raises(StorageError, match=r"InvalidAccessKeyId|AccessDenied"):
+            await unknown.get("secret.txt")
+    anonymous = boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint_url,
+        region_name=seaweed.region,
+        config=Config(signature_version=UNSIGNED),
+    )
+    with pytest.raises(ClientError, match="AccessDenied"):
+        await asyncio.to_thread(anonymous.get_object, Bucket=bucket, Key="secret.txt")
+
+
+async def test_default_credential_chain(seaweed: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without explicit keys, boto's chain (here AWS_* variables) supplies them."""
+    bucket = await asyncio.to_thread(seaweed.create_bucket)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweed.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_access_key)
+    async with S3Storage(bucket=bucket, endpoint_url=seaweed.endpoint_url) as store:
+        await store.put("env.txt", b"e")
+        assert await store.get("env.txt") == b"e"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    async with S3Storage(bucket=bucket, endpoint_url=seaweed.endpoint_url) as store:
+        with pytest.raises(StorageError, match="SignatureDoesNotMatch"):
+            await store.get("env.txt")
+
+
+async def test_open_storage_from_settings(s3_server: S3Server) -> None:
+    bucket = await asyncio.to_thread(s3_server.create_bucket)
+    settings = Settings(
+        storage_url=f"s3://{bucket}/pfx",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_region=s3_server.region,
+        s3_access_key_id=s3_server.access_key_id,
+        s3_secret_access_key=s3_server.secret_access_key,
+    )
+    async with open_storage(settings) as store:
+        assert isinstance(store, S3Storage)
+        assert store.url == f"s3://{bucket}/pfx"
+        key = f"exec-{uuid.uuid4().hex[:6]}/stage/doc.txt"
+        await store.put(key, b"hello")
+        assert await store.get(key) == b"hello"
+        assert await collect(store, "") == [key]
+    raw = await asyncio.to_thread(s3_server.client().get_object, Bucket=bucket, Key=f"pfx/{key}")
+    assert raw["Body"].read() == b"hello"
+
+
+def test_s3_storage_needs_both_keys_or_neither() -> None:
+    with pytest.raises(StorageError):
+        S3Storage(bucket="b", access_key_id="only-the-id")
+    with pytest.raises(StorageError):
+        S3Storage(bucket="")
