@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
-from sqlmodel import select
 from temporalio import activity
 
 from activities.deps import ActivityDeps
-from sluice.db.models import ExecutionRecord, LineageRecord
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, LineageRecord
+from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
+from sluice.replay_sources import candidate_keys
 from sluice.spill import spill_prefix, write_spill
-from sluice.storage.keys import is_sidecar, stage_prefix, validate_key
+from sluice.storage.keys import stage_prefix, validate_key
 from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec
 
 PAGE_SIZE = 100
 CHECK_CONCURRENCY = 16
 MAX_ERRORS_REPORTED = 50
+LINEAGE_CHUNK = 500
 
 
 class ReplayActivities:
@@ -35,9 +38,12 @@ class ReplayActivities:
         execution_id = info.workflow_id.removeprefix("sluice-exec-")
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
+        lineage: list[dict[str, Any]] = []
 
         async def messages() -> AsyncIterator[Message]:
-            async for chunk in _chunks(self._candidate_keys(spec), CHECK_CONCURRENCY):
+            async for chunk in _chunks(
+                candidate_keys(spec, self.deps.storage, self.deps.sessions), CHECK_CONCURRENCY
+            ):
                 readable = await asyncio.gather(*(self._readable(k) for k in chunk))
                 for key, problem in zip(chunk, readable, strict=True):
                     counts["found"] += 1
@@ -49,6 +55,21 @@ class ReplayActivities:
                             errors.append(f"{key}: {problem}")
                         continue
                     counts["published"] += 1
+                    correlation_id = derived_id(spec.replay_batch_id, key)
+                    lineage.append(
+                        {
+                            "correlation_id": correlation_id,
+                            "execution_id": execution_id,
+                            "parent_correlation_id": None,
+                            "route": spec.to_route,
+                            "source_route": None,
+                            "stage": spec.from_stage,
+                            "object_key": key,
+                            "replay_batch_id": spec.replay_batch_id,
+                        }
+                    )
+                    if len(lineage) >= LINEAGE_CHUNK:
+                        await self._insert_lineage(lineage)
                     yield Message(
                         payload={
                             "object_key": key,
@@ -57,9 +78,10 @@ class ReplayActivities:
                         },
                         metadata=MessageMetadata(
                             execution_id=execution_id,
-                            correlation_id=derived_id(spec.replay_batch_id, key),
+                            correlation_id=correlation_id,
                             replay_batch_id=spec.replay_batch_id,
                             source_route=None,
+                            **({"replay_metadata": spec.metadata} if spec.metadata else {}),
                         ),
                     )
 
@@ -69,13 +91,53 @@ class ReplayActivities:
             messages(),
             PAGE_SIZE,
         )
-        return ReplayListing(
+        await self._insert_lineage(lineage)
+        listing = ReplayListing(
             objects_found=counts["found"],
             objects_published=counts["published"],
             objects_failed=counts["failed"],
             errors=errors,
             spill=ref,
         )
+        await self._record(execution_id, spec, listing)
+        return listing
+
+    async def _insert_lineage(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        async with self.deps.sessions() as session:
+            await insert_ignore(session, LineageRecord, rows)
+            await session.commit()
+        rows.clear()
+
+    async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:
+        """Keep the publishing outcome on the execution record and in its logs."""
+        async with self.deps.sessions() as session:
+            record = await session.get(ExecutionRecord, execution_id)
+            if record is not None:
+                record.replay = {
+                    **(record.replay or {}),
+                    "replay_batch_id": spec.replay_batch_id,
+                    "objects_found": listing.objects_found,
+                    "objects_published": listing.objects_published,
+                    "objects_failed": listing.objects_failed,
+                    "errors": listing.errors,
+                }
+                session.add(record)
+            session.add(
+                ExecutionLogRecord(
+                    execution_id=execution_id,
+                    route=spec.to_route,
+                    level="warn" if listing.objects_failed else "info",
+                    kind="lifecycle",
+                    message=(
+                        f"replay published {listing.objects_published} of {listing.objects_found} object(s) "
+                        f"from {spec.source_execution_id}/{spec.from_stage} ({spec.replay_source})"
+                        + (f"; {listing.objects_failed} failed" if listing.objects_failed else "")
+                    ),
+                )
+            )
+            await session.commit()
 
     async def _readable(self, key: str) -> str | None:
         try:
@@ -85,42 +147,6 @@ class ReplayActivities:
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
-
-    async def _candidate_keys(self, spec: ReplaySpec) -> AsyncIterator[str]:
-        if spec.replay_source == "manual":
-            for key in spec.keys or []:
-                yield key
-            return
-        if spec.replay_source == "storage":
-            prefix = stage_prefix(spec.source_execution_id, spec.from_stage, spec.from_path)
-            async for key in self.deps.storage.list(prefix):
-                if not is_sidecar(key):
-                    yield key
-            return
-        async for key in self._lineage_keys(spec):
-            yield key
-
-    async def _lineage_keys(self, spec: ReplaySpec) -> AsyncIterator[str]:
-        """Objects of `from_stage` recorded in lineage, from the nearest ancestor that wrote any."""
-        async with self.deps.sessions() as session:
-            execution_id: str | None = spec.source_execution_id
-            seen: set[str] = set()
-            while execution_id and execution_id not in seen:
-                seen.add(execution_id)
-                prefix = stage_prefix(execution_id, spec.from_stage, spec.from_path)
-                rows = await session.exec(
-                    select(LineageRecord.object_key)
-                    .where(LineageRecord.execution_id == execution_id, LineageRecord.stage == spec.from_stage)
-                    .distinct()
-                    .order_by(LineageRecord.object_key)
-                )
-                keys = [k for k in rows.all() if k and k.startswith(prefix)]
-                if keys:
-                    for key in keys:
-                        yield key
-                    return
-                parent = await session.get(ExecutionRecord, execution_id)
-                execution_id = parent.parent_execution_id if parent else None
 
 
 def _owner(key: str) -> str:

@@ -13,13 +13,16 @@ from temporalio.client import Client
 
 from api.deps import Services
 from api.errors import CorrelationIdMiddleware, install_error_handlers
-from api.routes import configs, executions, health
+from api.routes import configs, executions, health, replay
 from sluice import __version__
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
 from sluice.handlers.registry import add_import_paths
 from sluice.services import ConfigService, ExecutionService, TemporalGateway
+from sluice.services.lineage import LineageService
+from sluice.services.replays import ReplayService
 from sluice.settings import Settings
+from sluice.storage import open_storage
 
 log = logging.getLogger("sluice.api")
 RECONCILE_EVERY = 30.0
@@ -38,12 +41,17 @@ def create_app(
             await upgrade(engine)
         sessions = session_factory(engine)
         gateway = TemporalGateway(settings, temporal_client)
+        storage = open_storage(settings)
         config_service = ConfigService(sessions)
+        executions_service = ExecutionService(sessions, gateway, settings, config_service)
         app.state.services = Services(
             settings=settings,
             configs=config_service,
-            executions=ExecutionService(sessions, gateway, settings, config_service),
+            executions=executions_service,
             gateway=gateway,
+            replays=ReplayService(executions_service, config_service, storage, sessions, settings),
+            lineage=LineageService(sessions),
+            storage=storage,
         )
         sweeper = asyncio.create_task(_reconcile_forever(app.state.services.executions))
         try:
@@ -52,6 +60,7 @@ def create_app(
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await storage.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -65,6 +74,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(configs.router)
     app.include_router(executions.router)
+    app.include_router(replay.router)
     return app
 
 

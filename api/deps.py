@@ -8,7 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from sluice.services import ConfigService, ExecutionService, TemporalGateway
+from sluice.services.lineage import LineageService
+from sluice.services.replays import ReplayService
 from sluice.settings import Settings
+from sluice.storage import ObjectStorage
 
 
 @dataclass
@@ -17,6 +20,9 @@ class Services:
     configs: ConfigService
     executions: ExecutionService
     gateway: TemporalGateway
+    replays: ReplayService
+    lineage: LineageService
+    storage: ObjectStorage
 
 
 def get_services(request: Request) -> Services:

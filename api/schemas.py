@@ -122,6 +122,9 @@ class ExecutionResponse(BaseModel):
     created_at: datetime
     workflow_id: str
     temporal_ui_url: str | None = None
+    replay: dict[str, Any] | None = Field(
+        default=None, description="For replays: source, target route, batch id and publishing counts"
+    )
 
     @classmethod
     def of(cls, r: ExecutionRecord, settings: Settings) -> ExecutionResponse:
@@ -150,6 +153,7 @@ class ExecutionResponse(BaseModel):
             temporal_ui_url=(
                 f"{base}/namespaces/{settings.temporal_namespace}/workflows/{r.workflow_id}" if base else None
             ),
+            replay=r.replay,
         )
 
 
@@ -179,3 +183,72 @@ class ExecutionRoutesResponse(BaseModel):
     execution_id: UUID
     status: ExecutionStatus
     routes: list[RouteRunResponse]
+
+
+class ExecutionReplayRequest(BaseModel):
+    """Request to replay a pipeline execution (seed 001). For `manual`, name the objects in
+    `metadata.keys` (a list) or `from_path` (one key); keys may be full (`{execution}/{stage}/...`)
+    or relative to the parent's `from_stage`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replay_source: ReplaySource = Field(description="Type of replay")
+    from_stage: str = Field(min_length=1, max_length=255, description="Pipeline stage to replay from")
+    to_route: str = Field(min_length=1, max_length=128, description="Target route name")
+    from_path: str | None = Field(default=None, max_length=1024)
+    metadata: dict[str, Any] | None = None
+    tag: str | None = None
+    config_id: UUID | None = None
+
+
+class DetachedReplayRequest(BaseModel):
+    """Request model for detached replay API (seed 004)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    from_execution_id: UUID = Field(description="UUID of the source execution to replay from")
+    from_stage: str = Field(min_length=1, max_length=255, description="Pipeline stage name")
+    from_path: str | None = Field(default=None, max_length=1024)
+    to_route: str = Field(min_length=1, max_length=128, description="Target route name to replay to")
+
+
+class DetachedReplayResponse(BaseModel):
+    """Counts and status of a detached replay (seed 004)."""
+
+    execution_id: UUID = Field(description="New execution UUID for replayed messages")
+    from_execution_id: UUID
+    from_stage: str
+    from_path: str | None
+    to_route: str
+    to_queue: str = Field(description="Target queue that received messages")
+    objects_found: int
+    objects_published: int
+    objects_failed: int = 0
+    status: Literal["publishing_complete", "partial_failure"]
+    replay_batch_id: UUID
+    errors: list[str] | None = None
+
+
+class LineageNode(BaseModel):
+    id: str = Field(description="correlation id of the message (or of the object record)")
+    kind: Literal["message", "object"]
+    execution_id: UUID
+    route: str = Field(description="route the message was sent to (for objects: the route that wrote it)")
+    source_route: str | None = Field(description="route that emitted it; null for init and replay messages")
+    stage: str | None
+    object_key: str | None
+    replay_batch_id: str | None
+    created_at: datetime
+
+
+class LineageEdge(BaseModel):
+    source: str = Field(description="parent correlation id")
+    target: str
+
+
+class LineageResponse(BaseModel):
+    execution_id: UUID
+    object_key: str | None = None
+    nodes: list[LineageNode]
+    edges: list[LineageEdge]
+    truncated: bool = False

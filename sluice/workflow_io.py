@@ -16,6 +16,7 @@ from sluice.messages import Message
 from sluice.pipeline_config import PipelineConfig
 
 WORKFLOW_NAME = "ExecutionWorkflow"
+REPLAY_PUBLISHED_UPDATE = "replay_published"
 RUN_ROUTE = "sluice.run_route"
 FINALIZE_EXECUTION = "sluice.finalize_execution"
 SPILL_MESSAGES = "sluice.spill_messages"
@@ -134,6 +135,7 @@ class CarriedState(BaseModel):
     collect_pending: dict[str, int] = Field(default_factory=dict)
     runs: int = 1
     activities_total: int = 0
+    replay_listing: ReplayListing | None = None
 
 
 class ReplaySpec(BaseModel):
@@ -146,6 +148,7 @@ class ReplaySpec(BaseModel):
     replay_source: Literal["storage", "lineage", "manual"] = "storage"
     replay_batch_id: str
     keys: list[str] | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class ReplayListing(BaseModel):
@@ -179,6 +182,7 @@ class ExecutionProgress(BaseModel):
     activities: int
     routes: list[RouteProgress]
     error: str | None = None
+    replay: ReplayListing | None = None
 
 
 class FinalizeInput(BaseModel):
@@ -197,3 +201,6 @@ class ExecutionSummary(BaseModel):
     objects_written: int
     routes: list[RouteProgress]
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+CarriedState.model_rebuild()

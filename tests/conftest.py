@@ -181,3 +181,6 @@ def pg_available() -> bool:
         return True
     except Exception:
         return False
+
+
+from tests.storage_servers import moto_s3, seaweed_s3  # noqa: E402, F401 - shared S3 server fixtures

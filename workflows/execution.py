@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from sluice.workflow_io import (
         FINALIZE_EXECUTION,
         LIST_REPLAY_OBJECTS,
+        REPLAY_PUBLISHED_UPDATE,
         RUN_ROUTE,
         SPILL_MESSAGES,
         WORKFLOW_NAME,
@@ -71,6 +72,7 @@ class ExecutionWorkflow:
             self._started_at = state.started_at
             self._runs = state.runs + 1
             self._activities_total = state.activities_total
+            self._replay_listing = state.replay_listing
         else:
             self._progress = {
                 r.name: RouteProgress(route=r.name, position=i) for i, r in enumerate(inp.pipeline.routes)
@@ -80,6 +82,7 @@ class ExecutionWorkflow:
             self._started_at = workflow.now()
             self._runs = 1
             self._activities_total = 0
+            self._replay_listing = None
         self._activities_this_run = 0
         self._in_flight_total = 0
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -100,7 +103,16 @@ class ExecutionWorkflow:
             activities=self._activities_total,
             routes=list(self._progress.values()),
             error=self._failure,
+            replay=self._replay_listing,
         )
+
+    @workflow.update(name=REPLAY_PUBLISHED_UPDATE)
+    async def replay_published(self) -> ReplayListing:
+        """Returns once the replay's objects are published as messages (what the replay APIs wait for)."""
+        await workflow.wait_condition(lambda: self._replay_listing is not None or self._status != "running")
+        if self._replay_listing is None:
+            raise ApplicationError(f"execution ended ({self._status}) before its replay was published")
+        return self._replay_listing
 
     # -- main loop ----------------------------------------------------------------------------
     @workflow.run
@@ -140,6 +152,7 @@ class ExecutionWorkflow:
                         collect_pending=self._collect_pending,
                         runs=self._runs,
                         activities_total=self._activities_total,
+                        replay_listing=self._replay_listing,
                     ),
                 )
             )
@@ -157,6 +170,11 @@ class ExecutionWorkflow:
 
     async def _pump(self) -> None:
         while True:
+            if not self._draining and (
+                self._activities_this_run >= self._inp.activities_per_run
+                or workflow.info().is_continue_as_new_suggested()
+            ):
+                self._draining = True
             if self._failure is None and not self._draining:
                 self._dispatch()
             if self._in_flight_total == 0 and (
@@ -327,11 +345,6 @@ class ExecutionWorkflow:
             self._in_flight_total -= 1
             self._tasks.pop(seq, None)
             self._changed = True
-            if not self._draining and (
-                self._activities_this_run >= self._inp.activities_per_run
-                or workflow.info().is_continue_as_new_suggested()
-            ):
-                self._draining = True
 
     def _enqueue_output(self, output: RoutedOutput) -> None:
         if output.route not in self._routes:
@@ -379,17 +392,22 @@ class ExecutionWorkflow:
     async def _publish_replay(self) -> None:
         replay = self._inp.replay
         assert replay is not None
-        listing: ReplayListing = await workflow.execute_activity(
-            LIST_REPLAY_OBJECTS,
-            replay,
-            result_type=ReplayListing,
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
-            retry_policy=RetryPolicy(maximum_attempts=5),
-            summary=f"publish {replay.from_stage} -> {replay.to_route}",
-        )
+        try:
+            listing: ReplayListing = await workflow.execute_activity(
+                LIST_REPLAY_OBJECTS,
+                replay,
+                result_type=ReplayListing,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
+                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+                summary=f"publish {replay.from_stage} -> {replay.to_route}",
+            )
+        except ActivityError as err:
+            self._failure = f"publishing the replay failed: {_describe(err)}"
+            return
         if listing.spill is not None and listing.spill.total:
             self._enqueue(replay.to_route, QueueEntry(spill=listing.spill))
+        self._replay_listing = listing.model_copy(update={"spill": None})
 
     async def _spill_inline_queues(self) -> None:
         for name, queue in self._queues.items():

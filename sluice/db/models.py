@@ -68,6 +68,7 @@ class ExecutionRecord(SQLModel, table=True):
     workflow_id: str = Field(max_length=128)
     task_queue: str = Field(max_length=200)
     init_payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    replay: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     error: str | None = Field(default=None, sa_type=sa.Text)
     messages_processed: int = 0
     objects_written: int = 0

@@ -16,8 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord, as_utc, utcnow
@@ -36,9 +41,11 @@ from sluice.services.gateway import TemporalGateway
 from sluice.settings import Settings
 from sluice.temporal import SA_CONFIG_ID, SA_LAYER, SA_NAMESPACE, SA_PIPELINE, SA_TAG
 from sluice.workflow_io import (
+    REPLAY_PUBLISHED_UPDATE,
     WORKFLOW_NAME,
     ExecutionInput,
     ExecutionProgress,
+    ReplayListing,
     ReplaySpec,
     RouteProgress,
     workflow_id_for,
@@ -147,6 +154,18 @@ class ExecutionService:
             tag=tag,
             parent_execution_id=parent_execution_id,
             replay_source=replay.replay_source if replay else None,
+            replay=(
+                {
+                    "from_execution_id": replay.source_execution_id,
+                    "from_stage": replay.from_stage,
+                    "from_path": replay.from_path,
+                    "to_route": replay.to_route,
+                    "replay_batch_id": replay.replay_batch_id,
+                    "metadata": replay.metadata,
+                }
+                if replay
+                else None
+            ),
             workflow_id=workflow_id_for(execution_id),
             task_queue=self.settings.task_queue,
             init_payload=init_message.payload if init_message else None,
@@ -186,28 +205,43 @@ class ExecutionService:
         ]
         if tag:
             search.append(SearchAttributePair(SA_TAG, tag))
+        workflow_input = ExecutionInput(
+            execution_id=execution_id,
+            pipeline=pipeline,
+            config_hash=pipeline.config_hash(),
+            init_message=init_message,
+            init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
+            replay=replay,
+            heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
+            max_in_flight=self.settings.max_in_flight,
+            activities_per_run=self.settings.activities_per_run,
+        )
+        options: dict[str, Any] = {
+            "id": record.workflow_id,
+            "task_queue": self.settings.task_queue,
+            "search_attributes": TypedSearchAttributes(search),
+            "static_summary": f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
+            + (f" [{tag}]" if tag else ""),
+        }
         try:
-            await client.start_workflow(
-                WORKFLOW_NAME,
-                ExecutionInput(
-                    execution_id=execution_id,
-                    pipeline=pipeline,
-                    config_hash=pipeline.config_hash(),
-                    init_message=init_message,
-                    init_route=pipeline.init_message.route
-                    if (init_message and pipeline.init_message)
-                    else None,
-                    replay=replay,
-                    heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
-                    max_in_flight=self.settings.max_in_flight,
-                    activities_per_run=self.settings.activities_per_run,
-                ),
-                id=record.workflow_id,
-                task_queue=self.settings.task_queue,
-                search_attributes=TypedSearchAttributes(search),
-                static_summary=f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
-                + (f" [{tag}]" if tag else ""),
-            )
+            if replay is None:
+                await client.start_workflow(WORKFLOW_NAME, workflow_input, **options)
+            else:
+                # Update-with-start: one call starts the workflow and returns when the replay's
+                # objects are published, so the caller gets real counts.
+                await client.execute_update_with_start_workflow(
+                    REPLAY_PUBLISHED_UPDATE,
+                    start_workflow_operation=WithStartWorkflowOperation(
+                        WORKFLOW_NAME,
+                        workflow_input,
+                        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                        **options,
+                    ),
+                    result_type=ReplayListing,
+                )
+        except WorkflowUpdateFailedError as exc:
+            # Started, but publishing failed: the workflow records the failure itself.
+            log.warning("replay %s failed while publishing: %s", execution_id, exc.cause)
         except Exception as exc:
             await self._discard(execution_id)
             if isinstance(exc, RPCError):
@@ -217,6 +251,8 @@ class ExecutionService:
                     error_code="TEMPORAL_UNAVAILABLE",
                 ) from exc
             raise
+        if replay is not None:
+            return await self.find(execution_id)
         return record
 
     async def _discard(self, execution_id: str) -> None:

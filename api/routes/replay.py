@@ -1,0 +1,123 @@
+"""Replays: execution replay (seed 001), detached replay (seed 004), and lineage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+
+from api.deps import ServicesDep
+from api.schemas import (
+    DetachedReplayRequest,
+    DetachedReplayResponse,
+    ErrorResponse,
+    ExecutionReplayRequest,
+    ExecutionResponse,
+    LineageEdge,
+    LineageNode,
+    LineageResponse,
+)
+from sluice.db.models import LineageRecord, as_utc
+
+router = APIRouter(tags=["replay"])
+
+ERRORS = {
+    400: {
+        "model": ErrorResponse,
+        "description": "Bad request (unknown route or stage, empty stage, bad path)",
+    },
+    404: {"model": ErrorResponse, "description": "Resource not found"},
+    409: {"model": ErrorResponse, "description": "Tag in use"},
+    503: {"model": ErrorResponse, "description": "Temporal not reachable"},
+}
+
+
+@router.post("/api/v1/executions/{execution_id}/replay", response_model=ExecutionResponse, responses=ERRORS)
+async def replay_execution(
+    execution_id: str, body: ExecutionReplayRequest, services: ServicesDep
+) -> ExecutionResponse:
+    """Replay a previous execution (id or tag): a new execution linked to its parent publishes the
+    parent's stored objects of `from_stage` into `to_route`; messages flow downstream from there.
+    With `config_id` the routes come from another pipeline (cross-pipeline replay). Returns once
+    the objects are published."""
+    record = await services.replays.replay_execution(
+        execution_id,
+        replay_source=body.replay_source,
+        from_stage=body.from_stage,
+        to_route=body.to_route,
+        from_path=body.from_path,
+        metadata=body.metadata,
+        tag=body.tag,
+        config_id=str(body.config_id) if body.config_id else None,
+    )
+    return ExecutionResponse.of(record, services.settings)
+
+
+@router.post("/api/v1/replay", response_model=DetachedReplayResponse, responses=ERRORS)
+async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) -> DetachedReplayResponse:
+    """Replay stored outputs of an execution to any route, in a new execution; answers once every
+    object is published (`.meta.json` sidecars are never published)."""
+    out = await services.replays.detached(
+        from_execution_id=str(body.from_execution_id),
+        from_stage=body.from_stage,
+        to_route=body.to_route,
+        from_path=body.from_path,
+    )
+    replay = out.record.replay or {}
+    return DetachedReplayResponse(
+        execution_id=UUID(out.record.id),
+        from_execution_id=body.from_execution_id,
+        from_stage=body.from_stage,
+        from_path=body.from_path,
+        to_route=body.to_route,
+        to_queue=out.to_queue,
+        objects_found=out.found,
+        objects_published=out.published,
+        objects_failed=out.failed,
+        status="partial_failure" if (out.failed or out.errors) else "publishing_complete",
+        replay_batch_id=UUID(replay["replay_batch_id"]),
+        errors=out.errors or None,
+    )
+
+
+@router.get(
+    "/api/v1/executions/{execution_id}/lineage",
+    response_model=LineageResponse,
+    responses={404: ERRORS[404]},
+)
+async def execution_lineage(
+    execution_id: str,
+    services: ServicesDep,
+    object_key: Annotated[str | None, Query(description="Only the ancestry of this object")] = None,
+    limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
+) -> LineageResponse:
+    """The message graph of an execution (nodes: messages and objects with route and stage; edges:
+    parent -> child). With `object_key`, the chain of inputs that produced that object, followed
+    across replays into the executions that wrote them."""
+    record = await services.executions.find(execution_id)
+    if object_key:
+        graph = await services.lineage.ancestry(record.id, object_key)
+    else:
+        graph = await services.lineage.execution_graph(record.id, limit=limit)
+    return LineageResponse(
+        execution_id=UUID(record.id),
+        object_key=object_key,
+        nodes=[_node(n) for n in graph.nodes],
+        edges=[LineageEdge(source=a, target=b) for a, b in graph.edges],
+        truncated=graph.truncated,
+    )
+
+
+def _node(r: LineageRecord) -> LineageNode:
+    return LineageNode(
+        id=r.correlation_id,
+        kind="object" if r.source_route is not None and r.route == r.source_route else "message",
+        execution_id=UUID(r.execution_id),
+        route=r.route,
+        source_route=r.source_route,
+        stage=r.stage,
+        object_key=r.object_key,
+        replay_batch_id=r.replay_batch_id,
+        created_at=as_utc(r.created_at),
+    )

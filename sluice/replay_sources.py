@@ -1,0 +1,84 @@
+"""Where a replay's objects come from: storage listing, lineage records, or named keys.
+
+Shared by the API (which checks before starting that a replay would publish something: storage is
+not a cache) and the publishing activity, so both resolve the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sluice.db.models import ExecutionRecord, LineageRecord
+from sluice.storage.base import ObjectStorage
+from sluice.storage.keys import is_sidecar, stage_prefix
+from sluice.workflow_io import ReplaySpec
+
+LINEAGE_PAGE = 1000
+
+
+async def candidate_keys(
+    spec: ReplaySpec, storage: ObjectStorage, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[str]:
+    if spec.replay_source == "manual":
+        for key in spec.keys or []:
+            yield key
+    elif spec.replay_source == "storage":
+        async for key in storage.list(
+            stage_prefix(spec.source_execution_id, spec.from_stage, spec.from_path)
+        ):
+            if not is_sidecar(key):
+                yield key
+    else:
+        async for key in lineage_keys(spec, sessions):
+            yield key
+
+
+async def ancestry(sessions: async_sessionmaker[AsyncSession], execution_id: str) -> list[str]:
+    """The execution, its parent, its parent's parent, ... (cycle-safe)."""
+    chain: list[str] = []
+    current: str | None = execution_id
+    async with sessions() as session:
+        while current and current not in chain:
+            chain.append(current)
+            record = await session.get(ExecutionRecord, current)
+            current = record.parent_execution_id if record else None
+    return chain
+
+
+async def lineage_keys(spec: ReplaySpec, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[str]:
+    """Objects of `from_stage` recorded in lineage by the nearest execution of the ancestry that has any.
+
+    A replay's own lineage records the objects it was fed, so replaying a replay resolves to the
+    objects its ancestors wrote. Paged by key, so memory holds one page.
+    """
+    for execution_id in await ancestry(sessions, spec.source_execution_id):
+        prefix = stage_prefix(execution_id, spec.from_stage, spec.from_path)
+        found = False
+        after = ""
+        while True:
+            async with sessions() as session:
+                rows = await session.exec(
+                    select(LineageRecord.object_key)
+                    .where(
+                        LineageRecord.execution_id == execution_id,
+                        LineageRecord.stage == spec.from_stage,
+                        col(LineageRecord.object_key) > after,
+                    )
+                    .distinct()
+                    .order_by(LineageRecord.object_key)
+                    .limit(LINEAGE_PAGE)
+                )
+                page = [k for k in rows.all() if k]
+            if not page:
+                break
+            after = page[-1]
+            for key in page:
+                if key.startswith(prefix):
+                    found = True
+                    yield key
+        if found:
+            return

@@ -1,0 +1,83 @@
+"""The message graph of an execution, and the ancestry of one object across replays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sluice.db.models import LineageRecord
+
+MAX_ANCESTRY = 1000
+
+
+@dataclass
+class LineageGraph:
+    nodes: list[LineageRecord] = field(default_factory=list)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+    truncated: bool = False
+
+
+class LineageService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self.sessions = sessions
+
+    async def execution_graph(self, execution_id: str, *, limit: int) -> LineageGraph:
+        async with self.sessions() as session:
+            rows = list(
+                (
+                    await session.exec(
+                        select(LineageRecord)
+                        .where(LineageRecord.execution_id == execution_id)
+                        .order_by(col(LineageRecord.created_at), col(LineageRecord.correlation_id))
+                        .limit(limit + 1)
+                    )
+                ).all()
+            )
+        graph = LineageGraph(nodes=rows[:limit], truncated=len(rows) > limit)
+        ids = {r.correlation_id for r in graph.nodes}
+        graph.edges = [
+            (r.parent_correlation_id, r.correlation_id) for r in graph.nodes if r.parent_correlation_id in ids
+        ]
+        return graph
+
+    async def ancestry(self, execution_id: str, object_key: str) -> LineageGraph:
+        """Walk from the message that carried (or the record that wrote) `object_key` back to the
+        execution's first input; across a replay, continue in the execution that wrote the object."""
+        graph = LineageGraph()
+        seen: set[str] = set()
+        async with self.sessions() as session:
+            start = (
+                await session.exec(
+                    select(LineageRecord)
+                    .where(LineageRecord.execution_id == execution_id, LineageRecord.object_key == object_key)
+                    .limit(1)
+                )
+            ).first()
+            current = start
+            while current is not None and current.correlation_id not in seen and len(seen) < MAX_ANCESTRY:
+                seen.add(current.correlation_id)
+                graph.nodes.append(current)
+                parent: LineageRecord | None = None
+                if current.parent_correlation_id:
+                    parent = await session.get(LineageRecord, current.parent_correlation_id)
+                elif current.replay_batch_id and current.object_key:
+                    # A replayed message: the object was written in another execution.
+                    owner = current.object_key.split("/", 1)[0]
+                    parent = (
+                        await session.exec(
+                            select(LineageRecord)
+                            .where(
+                                LineageRecord.execution_id == owner,
+                                LineageRecord.object_key == current.object_key,
+                            )
+                            .limit(1)
+                        )
+                    ).first()
+                if parent is not None:
+                    graph.edges.append((parent.correlation_id, current.correlation_id))
+                current = parent
+        graph.truncated = len(seen) >= MAX_ANCESTRY
+        return graph

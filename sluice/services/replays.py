@@ -1,0 +1,228 @@
+"""Replays: validate a request, then start an execution whose first phase publishes stored
+objects into the target route (execution replay and detached replay share all of it)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sluice.db.models import ExecutionRecord
+from sluice.errors import InvalidArgumentError, NotFoundError
+from sluice.ids import uuid7
+from sluice.pipeline_config import PipelineConfig
+from sluice.replay_sources import ancestry, candidate_keys
+from sluice.services.configs import ConfigService, require_valid
+from sluice.services.executions import ExecutionService
+from sluice.settings import Settings
+from sluice.storage.base import ObjectStorage, StorageKeyError
+from sluice.storage.keys import is_sidecar, validate_key, validate_relative_path
+from sluice.workflow_io import ReplaySpec
+
+MAX_MANUAL_KEYS = 1000
+_EXECUTION_KEY = re.compile(r"^[0-9a-fA-F-]{36}/")
+
+
+@dataclass
+class DetachedOutcome:
+    record: ExecutionRecord
+    to_queue: str
+    found: int
+    published: int
+    failed: int
+    errors: list[str]
+
+
+class ReplayService:
+    def __init__(
+        self,
+        executions: ExecutionService,
+        configs: ConfigService,
+        storage: ObjectStorage,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+    ):
+        self.executions = executions
+        self.configs = configs
+        self.storage = storage
+        self.sessions = sessions
+        self.settings = settings
+
+    async def replay_execution(
+        self,
+        parent_ref: str,
+        *,
+        replay_source: Literal["storage", "lineage", "manual"],
+        from_stage: str,
+        to_route: str,
+        from_path: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        tag: str | None = None,
+        config_id: str | None = None,
+        trigger: str = "replay",
+    ) -> ExecutionRecord:
+        parent = await self.executions.find(parent_ref)
+        if config_id is not None:
+            target = await self.configs.get(config_id)
+            yaml_text, target_id, version = target.yaml, target.id, target.version
+        else:
+            yaml_text, target_id, version = await self._parent_config(parent)
+        pipeline, _ = require_valid(yaml_text)
+        if pipeline.route(to_route) is None:
+            raise InvalidArgumentError(
+                f"route {to_route!r} is not in pipeline {pipeline.name!r} "
+                f"(routes: {', '.join(r.name for r in pipeline.routes)})",
+                error_code="UNKNOWN_ROUTE",
+            )
+        stage = _relative(from_stage, "from_stage")
+        path = _relative(from_path, "from_path") if from_path else None
+        await self._check_stage(parent, stage)
+        spec = ReplaySpec(
+            source_execution_id=parent.id,
+            from_stage=stage,
+            from_path=path,
+            to_route=to_route,
+            replay_source=replay_source,
+            replay_batch_id=str(uuid7()),
+            keys=await self._manual_keys(parent, stage, from_path, metadata)
+            if replay_source == "manual"
+            else None,
+            metadata={k: v for k, v in (metadata or {}).items() if k != "keys"} or None,
+        )
+        await self._check_not_empty(spec)
+        return await self.executions.start(
+            execution_id=str(uuid7()),
+            config_id=target_id,
+            config_version=version,
+            yaml_text=yaml_text,
+            pipeline=pipeline,
+            init_message=None,
+            tag=tag,
+            trigger=trigger,
+            parent_execution_id=parent.id,
+            replay=spec,
+        )
+
+    async def detached(
+        self, *, from_execution_id: str, from_stage: str, to_route: str, from_path: str | None
+    ) -> DetachedOutcome:
+        record = await self.replay_execution(
+            from_execution_id,
+            replay_source="storage",
+            from_stage=from_stage,
+            to_route=to_route,
+            from_path=from_path,
+            trigger="detached-replay",
+        )
+        pipeline = PipelineConfig.model_validate(yaml.safe_load(record.config_yaml))
+        route = pipeline.route(to_route)
+        stats = record.replay or {}
+        if "objects_found" not in stats:
+            refreshed = await self.executions.get(record.id)
+            stats = refreshed.replay or {}
+            record = refreshed
+        errors = list(stats.get("errors") or [])
+        if "objects_found" not in stats:
+            errors.append(record.error or "publishing did not complete")
+        return DetachedOutcome(
+            record=record,
+            to_queue=(route.task_queue if route and route.task_queue else self.settings.task_queue),
+            found=int(stats.get("objects_found", 0)),
+            published=int(stats.get("objects_published", 0)),
+            failed=int(stats.get("objects_failed", 0)),
+            errors=errors,
+        )
+
+    async def _parent_config(self, parent: ExecutionRecord) -> tuple[str, str, int]:
+        """The parent's config as it is now (fix a route, then replay), or its snapshot if deleted."""
+        try:
+            current = await self.configs.get(parent.config_id)
+            return current.yaml, current.id, current.version
+        except NotFoundError:
+            return parent.config_yaml, parent.config_id, parent.config_version
+
+    async def _check_stage(self, parent: ExecutionRecord, stage: str) -> None:
+        declared: set[str] = set()
+        for execution_id in await ancestry(self.sessions, parent.id):
+            async with self.sessions() as session:
+                record = await session.get(ExecutionRecord, execution_id)
+            if record is None:
+                continue
+            try:
+                snapshot = PipelineConfig.model_validate(yaml.safe_load(record.config_yaml))
+            except Exception:
+                continue
+            declared |= {r.stage for r in snapshot.routes if r.stage}
+        if stage not in declared:
+            raise InvalidArgumentError(
+                f"stage {stage!r} is not written by any route of execution {parent.id} or its ancestors "
+                f"(stages: {', '.join(sorted(declared)) or 'none'})",
+                error_code="UNKNOWN_STAGE",
+            )
+
+    async def _manual_keys(
+        self, parent: ExecutionRecord, stage: str, from_path: str | None, metadata: dict[str, Any] | None
+    ) -> list[str]:
+        raw = (metadata or {}).get("keys")
+        if raw is None:
+            raw = [from_path] if from_path else []
+        if not isinstance(raw, list) or not all(isinstance(k, str) and k for k in raw):
+            raise InvalidArgumentError(
+                "manual replay needs object keys: `metadata.keys` (a list) or `from_path` (one key)",
+                error_code="INVALID_KEYS",
+            )
+        if not raw:
+            raise InvalidArgumentError(
+                "manual replay needs object keys: `metadata.keys` (a list) or `from_path` (one key)",
+                error_code="INVALID_KEYS",
+            )
+        if len(raw) > MAX_MANUAL_KEYS:
+            raise InvalidArgumentError(
+                f"manual replay takes at most {MAX_MANUAL_KEYS} keys; use the storage or lineage source for more",
+                error_code="TOO_MANY_KEYS",
+            )
+        allowed = [f"{e}/{stage}/" for e in await ancestry(self.sessions, parent.id)]
+        keys: list[str] = []
+        for item in dict.fromkeys(raw):
+            try:
+                key = (
+                    validate_key(item)
+                    if _EXECUTION_KEY.match(item)
+                    else f"{parent.id}/{stage}/{_relative(item, 'key')}"
+                )
+                validate_key(key)
+            except StorageKeyError as exc:
+                raise InvalidArgumentError(str(exc), error_code="INVALID_PATH") from None
+            if not any(key.startswith(prefix) for prefix in allowed) or is_sidecar(key):
+                raise InvalidArgumentError(
+                    f"key {item!r} is not an object of stage {stage!r} of execution {parent.id} or its ancestors",
+                    error_code="INVALID_KEYS",
+                )
+            keys.append(key)
+        return keys
+
+    async def _check_not_empty(self, spec: ReplaySpec) -> None:
+        """Storage is not a cache: a replay that would publish nothing is refused up front."""
+        async for key in candidate_keys(spec, self.storage, self.sessions):
+            if spec.replay_source != "manual" or await self.storage.exists(key):
+                return
+        where = f"{spec.source_execution_id}/{spec.from_stage}/" + (spec.from_path or "")
+        raise InvalidArgumentError(
+            f"no stored objects to replay under {where} (source: {spec.replay_source}); "
+            "storage is not a cache, so Sluice never replays nothing",
+            error_code="STAGE_EMPTY",
+        )
+
+
+def _relative(value: str, what: str) -> str:
+    try:
+        cleaned = validate_relative_path(value, what)
+    except StorageKeyError as exc:
+        raise InvalidArgumentError(str(exc), error_code="INVALID_PATH") from None
+    if not cleaned and what == "from_stage":
+        raise InvalidArgumentError("from_stage must not be empty", error_code="INVALID_PATH")
+    return cleaned

@@ -1,0 +1,319 @@
+"""Replay: each source, cross-pipeline, replay of a replay, detached counts, errors, lineage."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import Stack
+
+PIPELINE = """
+name: items
+init_message: {route: load, payload: {count: 12}}
+routes:
+  - name: load
+    handler: tests.handlers:fanout
+    stage: raw
+    next: [copy]
+  - name: copy
+    handler: tests.handlers:copy
+    stage: copied
+"""
+
+OTHER = """
+name: shouting
+routes:
+  - name: shout
+    handler: tests.handlers:sync_upper
+    stage: shouted
+"""
+
+
+async def parent_run(stack: Stack) -> dict[str, Any]:
+    config = await stack.create_config(PIPELINE)
+    done = await stack.wait((await stack.run(config["id"])).json()["id"])
+    assert done["status"] == "completed"
+    return done
+
+
+async def replay(stack: Stack, parent: str, **body: Any) -> Any:
+    return await stack.http.post(f"/api/v1/executions/{parent}/replay", json=body)
+
+
+def sidecar(stack: Stack, execution_id: str, stage: str, name: str) -> dict[str, Any]:
+    return json.loads((stack.storage_root / execution_id / stage / f"{name}.meta.json").read_text())
+
+
+async def test_storage_replay_runs_downstream_without_rerunning_upstream(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    resp = await replay(
+        stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy", tag="r1"
+    )
+    assert resp.status_code == 200, resp.text
+    child = resp.json()
+    assert child["parent_execution_id"] == parent["id"] and child["replay_source"] == "storage"
+    assert child["tag"] == "r1" and uuid.UUID(child["id"]).version == 7
+    assert child["replay"]["objects_published"] == 12 and child["replay"]["objects_failed"] == 0
+    done = await stack.wait(child["id"])
+    assert done["status"] == "completed"
+    copied = stack.objects(child["id"], "copied")
+    assert [p.read_text() for p in copied] == [f"ITEM {i}" for i in range(12)]
+    assert not (stack.storage_root / child["id"] / "raw").exists()
+    routes = {
+        r["route"]: r
+        for r in (await stack.http.get(f"/api/v1/executions/{child['id']}/routes")).json()["routes"]
+    }
+    assert routes["load"]["status"] == "skipped" and routes["copy"]["messages_in"] == 12
+    meta = sidecar(stack, child["id"], "copied", "item-00000.txt")
+    assert meta["replay_batch_id"] == child["replay"]["replay_batch_id"]
+    # By tag as well as by id.
+    again = await replay(stack, "r1", replay_source="lineage", from_stage="raw", to_route="copy")
+    assert again.status_code == 200, again.text
+
+
+async def test_from_path_narrows_the_replay(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    resp = await replay(
+        stack, parent["id"], replay_source="storage", from_stage="raw", from_path="item-0000", to_route="copy"
+    )
+    done = await stack.wait(resp.json()["id"])
+    assert len(stack.objects(done["id"], "copied")) == 10  # item-00000 .. item-00009
+
+
+async def test_replay_of_a_replay_resolves_through_lineage(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    first = (
+        await replay(stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy")
+    ).json()
+    await stack.wait(first["id"])
+    # The first replay wrote no `raw` objects of its own: storage refuses, lineage finds the parent's.
+    refused = await replay(stack, first["id"], replay_source="storage", from_stage="raw", to_route="copy")
+    assert refused.status_code == 400 and refused.json()["error_code"] == "STAGE_EMPTY"
+    second = await replay(stack, first["id"], replay_source="lineage", from_stage="raw", to_route="copy")
+    assert second.status_code == 200, second.text
+    done = await stack.wait(second.json()["id"])
+    assert done["parent_execution_id"] == first["id"] and done["replay_source"] == "lineage"
+    assert len(stack.objects(done["id"], "copied")) == 12
+    assert done["replay"]["objects_published"] == 12
+
+
+async def test_manual_replay_publishes_exactly_the_named_keys(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    keys = [f"{parent['id']}/raw/item-00003.txt", "item-00007.txt"]
+    resp = await replay(
+        stack,
+        parent["id"],
+        replay_source="manual",
+        from_stage="raw",
+        to_route="copy",
+        metadata={"keys": keys},
+    )
+    assert resp.status_code == 200, resp.text
+    done = await stack.wait(resp.json()["id"])
+    assert [p.read_text() for p in stack.objects(done["id"], "copied")] == ["ITEM 3", "ITEM 7"]
+    single = await replay(
+        stack,
+        parent["id"],
+        replay_source="manual",
+        from_stage="raw",
+        to_route="copy",
+        from_path="item-00001.txt",
+    )
+    done = await stack.wait(single.json()["id"])
+    assert [p.read_text() for p in stack.objects(done["id"], "copied")] == ["ITEM 1"]
+    outside = await replay(
+        stack,
+        parent["id"],
+        replay_source="manual",
+        from_stage="raw",
+        to_route="copy",
+        metadata={"keys": [f"{uuid.uuid4()}/raw/x.txt"]},
+    )
+    assert outside.status_code == 400 and outside.json()["error_code"] == "INVALID_KEYS"
+    none = await replay(stack, parent["id"], replay_source="manual", from_stage="raw", to_route="copy")
+    assert none.status_code == 400 and none.json()["error_code"] == "INVALID_KEYS"
+    missing = await replay(
+        stack, parent["id"], replay_source="manual", from_stage="raw", to_route="copy", from_path="nope.txt"
+    )
+    assert missing.status_code == 400 and missing.json()["error_code"] == "STAGE_EMPTY"
+
+
+async def test_cross_pipeline_replay_uses_the_other_pipelines_routes(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    other = await stack.create_config(OTHER)
+    resp = await replay(
+        stack,
+        parent["id"],
+        replay_source="storage",
+        from_stage="raw",
+        to_route="shout",
+        config_id=other["id"],
+    )
+    assert resp.status_code == 200, resp.text
+    done = await stack.wait(resp.json()["id"])
+    assert done["config_id"] == other["id"] and done["pipeline"] == "shouting"
+    assert [p.read_text() for p in stack.objects(done["id"], "shouted")][:2] == ["ITEM 0", "ITEM 1"]
+    wrong = await replay(
+        stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy", config_id=other["id"]
+    )
+    assert wrong.status_code == 400 and wrong.json()["error_code"] == "UNKNOWN_ROUTE"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"replay_source": "storage", "from_stage": "raw", "to_route": "nope"}, 400, "UNKNOWN_ROUTE"),
+        ({"replay_source": "storage", "from_stage": "nope", "to_route": "copy"}, 400, "UNKNOWN_STAGE"),
+        (
+            {"replay_source": "storage", "from_stage": "raw", "from_path": "zzz", "to_route": "copy"},
+            400,
+            "STAGE_EMPTY",
+        ),
+        ({"replay_source": "storage", "from_stage": "../other", "to_route": "copy"}, 400, "INVALID_PATH"),
+        ({"replay_source": "storage", "from_stage": "/etc", "to_route": "copy"}, 400, "INVALID_PATH"),
+        (
+            {"replay_source": "storage", "from_stage": "raw", "from_path": "../../x", "to_route": "copy"},
+            400,
+            "INVALID_PATH",
+        ),
+        ({"replay_source": "sideways", "from_stage": "raw", "to_route": "copy"}, 422, "VALIDATION_ERROR"),
+        ({"replay_source": "storage", "from_stage": "", "to_route": "copy"}, 422, "VALIDATION_ERROR"),
+        (
+            {
+                "replay_source": "storage",
+                "from_stage": "raw",
+                "to_route": "copy",
+                "config_id": str(uuid.uuid4()),
+            },
+            404,
+            "CONFIG_NOT_FOUND",
+        ),
+    ],
+)
+async def test_replay_errors(stack: Stack, body: dict[str, Any], status: int, code: str) -> None:
+    parent = await parent_run(stack)
+    resp = await replay(stack, parent["id"], **body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error_code"] == code
+    assert resp.json()["correlation_id"]
+
+
+async def test_replay_unknown_parent_and_duplicate_tag(stack: Stack) -> None:
+    missing = await replay(
+        stack, str(uuid.uuid4()), replay_source="storage", from_stage="raw", to_route="copy"
+    )
+    assert missing.status_code == 404 and missing.json()["error_code"] == "EXECUTION_NOT_FOUND"
+    parent = await parent_run(stack)
+    ok = await replay(
+        stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy", tag="dup"
+    )
+    assert ok.status_code == 200
+    dup = await replay(
+        stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy", tag="dup"
+    )
+    assert dup.status_code == 409
+
+
+async def test_detached_replay_counts_and_messages(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    resp = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "copy"}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {
+        "execution_id",
+        "from_execution_id",
+        "from_stage",
+        "from_path",
+        "to_route",
+        "to_queue",
+        "objects_found",
+        "objects_published",
+        "objects_failed",
+        "status",
+        "replay_batch_id",
+        "errors",
+    }
+    assert (body["objects_found"], body["objects_published"], body["objects_failed"]) == (12, 12, 0)
+    assert body["status"] == "publishing_complete" and body["errors"] is None
+    assert body["to_queue"] == stack.settings.task_queue and body["from_path"] is None
+    assert uuid.UUID(body["execution_id"]).version == 7 and uuid.UUID(body["replay_batch_id"]).version == 7
+    done = await stack.wait(body["execution_id"])
+    assert done["status"] == "completed" and len(stack.objects(done["id"], "copied")) == 12
+    graph = (await stack.http.get(f"/api/v1/executions/{done['id']}/lineage")).json()
+    published = [n for n in graph["nodes"] if n["route"] == "copy" and n["source_route"] is None]
+    assert len(published) == 12, "one message per object; sidecars are never published"
+    assert len({n["id"] for n in published}) == 12
+    assert all(
+        n["replay_batch_id"] == body["replay_batch_id"] and n["object_key"].startswith(parent["id"])
+        for n in published
+    )
+    assert all(not n["object_key"].endswith(".meta.json") for n in published)
+
+
+async def test_detached_replay_partial_failure(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    broken = stack.storage_root / parent["id"] / "raw" / "item-99999.txt"
+    broken.symlink_to(stack.storage_root / "nowhere")  # listed, but cannot be read
+    resp = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "copy"}
+    )
+    body = resp.json()
+    assert resp.status_code == 200, body
+    assert (body["objects_found"], body["objects_published"], body["objects_failed"]) == (13, 12, 1)
+    assert body["status"] == "partial_failure" and "item-99999.txt" in body["errors"][0]
+    assert (await stack.wait(body["execution_id"]))["status"] == "completed"
+
+
+async def test_detached_replay_errors(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    unknown = await stack.http.post(
+        "/api/v1/replay",
+        json={"from_execution_id": str(uuid.uuid4()), "from_stage": "raw", "to_route": "copy"},
+    )
+    assert unknown.status_code == 404
+    bad_route = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "x"}
+    )
+    assert bad_route.status_code == 400 and bad_route.json()["error_code"] == "UNKNOWN_ROUTE"
+    escape = await stack.http.post(
+        "/api/v1/replay",
+        json={
+            "from_execution_id": parent["id"],
+            "from_stage": "raw",
+            "from_path": "/abs",
+            "to_route": "copy",
+        },
+    )
+    assert escape.status_code == 400 and escape.json()["error_code"] == "INVALID_PATH"
+    not_uuid = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": "x", "from_stage": "raw", "to_route": "copy"}
+    )
+    assert not_uuid.status_code == 422
+
+
+async def test_lineage_answers_which_input_produced_an_output(stack: Stack) -> None:
+    parent = await parent_run(stack)
+    graph = (await stack.http.get(f"/api/v1/executions/{parent['id']}/lineage")).json()
+    kinds = {(n["kind"], n["route"]) for n in graph["nodes"]}
+    assert ("message", "copy") in kinds and ("object", "copy") in kinds
+    assert len(graph["edges"]) == 12  # load->copy message -> copied object, per item
+
+    child = (
+        await replay(stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy")
+    ).json()
+    await stack.wait(child["id"])
+    key = f"{child['id']}/copied/item-00004.txt"
+    chain = (
+        await stack.http.get(f"/api/v1/executions/{child['id']}/lineage", params={"object_key": key})
+    ).json()
+    keys = [n["object_key"] for n in chain["nodes"]]
+    assert keys[0] == key
+    assert keys[-1] == f"{parent['id']}/raw/item-00004.txt"
+    assert chain["nodes"][-1]["execution_id"] == parent["id"] and chain["nodes"][-1]["source_route"] == "load"
+    assert len(chain["edges"]) == len(chain["nodes"]) - 1
+    assert (await stack.http.get(f"/api/v1/executions/{uuid.uuid4()}/lineage")).status_code == 404
