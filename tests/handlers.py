@@ -78,3 +78,15 @@ async def crash_once(message, ctx):
 
 def not_a_handler():
     return None
+
+
+async def tally(message, ctx):
+    """Append the object key to a tally file (one line per invocation), to count processing."""
+    path = Path(ctx.params["tally"])
+    line = (message.object_key or message.metadata.correlation_id) + "\n"
+    await asyncio.to_thread(_append, path, line)
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as fh:
+        fh.write(line)
