@@ -6,7 +6,8 @@ from sqlmodel import select
 from temporalio import activity
 
 from activities.deps import ActivityDeps
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
+from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
+from sluice.db.models import ExecutionRecord, RouteRunRecord
 from sluice.workflow_io import FINALIZE_EXECUTION, FinalizeInput
 
 
@@ -61,39 +62,45 @@ class RecordActivities:
                 row.completed_at = prog.completed_at
                 row.duration_ms = prog.duration_ms
                 session.add(row)
-            if not existing:
-                level = {"completed": "info", "failed": "error", "cancelled": "warn"}[data.status]
-                message = f"execution {data.status}"
-                if data.error:
-                    message += f": {data.error}"
-                session.add(
-                    ExecutionLogRecord(
-                        execution_id=data.execution_id,
-                        level=level,
-                        message=message,
-                        kind="lifecycle",
-                        timestamp=data.completed_at,
-                    )
-                )
+            if not existing:  # first finalize attempt: write the lifecycle events once
                 for prog in data.routes:
-                    if prog.status in ("completed", "failed"):
+                    if prog.status in ("completed", "failed", "cancelled"):
                         session.add(
-                            ExecutionLogRecord(
-                                execution_id=data.execution_id,
-                                route=prog.route,
+                            lifecycle(
+                                data.execution_id,
+                                ROUTE_FINISHED,
+                                f"route {prog.status}: {prog.messages_processed} message(s) in, "
+                                f"{prog.messages_out} out, {prog.objects_written} object(s)"
+                                + (
+                                    f", {prog.retries} retr{'y' if prog.retries == 1 else 'ies'}"
+                                    if prog.retries
+                                    else ""
+                                )
+                                + (f": {prog.error}" if prog.error else ""),
                                 level="error" if prog.status == "failed" else "info",
-                                message=(
-                                    f"route {prog.status}: {prog.messages_processed} message(s) in, "
-                                    f"{prog.messages_out} out, {prog.objects_written} object(s)"
-                                    + (
-                                        f", {prog.retries} retr{'y' if prog.retries == 1 else 'ies'}"
-                                        if prog.retries
-                                        else ""
-                                    )
-                                    + (f": {prog.error}" if prog.error else "")
-                                ),
-                                kind="lifecycle",
+                                route=prog.route,
+                                data={
+                                    "status": prog.status,
+                                    "messages_in": prog.messages_in,
+                                    "messages_processed": prog.messages_processed,
+                                    "messages_out": prog.messages_out,
+                                    "objects_written": prog.objects_written,
+                                    "rows_written": prog.rows_written,
+                                    "retries": prog.retries,
+                                    "duration_ms": prog.duration_ms,
+                                    "error": prog.error,
+                                },
                                 timestamp=prog.completed_at or data.completed_at,
                             )
                         )
+                session.add(
+                    execution_finished(
+                        data.execution_id,
+                        data.status,
+                        error=data.error,
+                        rows_written=record.rows_written,
+                        duration_ms=record.duration_ms,
+                        timestamp=data.completed_at,
+                    )
+                )
             await session.commit()

@@ -13,7 +13,8 @@ from typing import Any
 from temporalio import activity
 
 from activities.deps import ActivityDeps
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord, LineageRecord
+from sluice.db.events import REPLAY_PUBLISHED, lifecycle
+from sluice.db.models import ExecutionRecord, LineageRecord
 from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
@@ -125,16 +126,20 @@ class ReplayActivities:
                 }
                 session.add(record)
             session.add(
-                ExecutionLogRecord(
-                    execution_id=execution_id,
-                    route=spec.to_route,
+                lifecycle(
+                    execution_id,
+                    REPLAY_PUBLISHED,
+                    f"replay published {listing.objects_published} of {listing.objects_found} object(s) "
+                    f"from {spec.source_execution_id}/{spec.from_stage} ({spec.replay_source})"
+                    + (f"; {listing.objects_failed} failed" if listing.objects_failed else ""),
                     level="warn" if listing.objects_failed else "info",
-                    kind="lifecycle",
-                    message=(
-                        f"replay published {listing.objects_published} of {listing.objects_found} object(s) "
-                        f"from {spec.source_execution_id}/{spec.from_stage} ({spec.replay_source})"
-                        + (f"; {listing.objects_failed} failed" if listing.objects_failed else "")
-                    ),
+                    route=spec.to_route,
+                    data={
+                        "objects_found": listing.objects_found,
+                        "objects_published": listing.objects_published,
+                        "objects_failed": listing.objects_failed,
+                        "replay_batch_id": spec.replay_batch_id,
+                    },
                 )
             )
             await session.commit()

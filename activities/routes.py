@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import traceback
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from sluice.workflow_io import (
 )
 
 SPILL_THRESHOLD = 100
+LOG_FLUSH_SECONDS = 0.5
 
 
 class RouteActivities:
@@ -65,7 +67,7 @@ class RouteActivities:
             settings=self.deps.settings,
             worker_id=self.deps.worker_id,
         )
-        heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout))
+        heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout, self._flush_logs))
         try:
             try:
                 messages = await load_batch(self.deps.storage, task.batch)
@@ -162,6 +164,8 @@ class RouteActivities:
     async def _flush_logs(self, state: BatchState) -> None:
         if not state.logs:
             return
+        entries = state.logs[:]
+        del state.logs[: len(entries)]
         rows = [
             ExecutionLogRecord(
                 execution_id=state.execution_id,
@@ -172,7 +176,7 @@ class RouteActivities:
                 correlation_id=entry.correlation_id,
                 timestamp=entry.timestamp,
             )
-            for entry in state.logs
+            for entry in entries
         ]
         try:
             async with self.deps.sessions() as session:
@@ -180,7 +184,6 @@ class RouteActivities:
                 await session.commit()
         except Exception:  # logs must never fail the batch that produced them
             activity.logger.exception("could not store %d log line(s)", len(rows))
-        state.logs.clear()
 
     @activity.defn(name=SPILL_MESSAGES)
     async def spill_messages(self, task: SpillTask) -> SpillRef:
@@ -189,9 +192,17 @@ class RouteActivities:
         return await write_spill(self.deps.storage, prefix, task.messages, task.page_size)
 
 
-async def _heartbeat_forever(state: BatchState, every: timedelta | None) -> None:
-    """Heartbeat on the handler's behalf, so cancellation reaches handlers that never heartbeat."""
+async def _heartbeat_forever(
+    state: BatchState, every: timedelta | None, flush: Callable[[BatchState], Awaitable[None]]
+) -> None:
+    """Heartbeat on the handler's behalf, so cancellation reaches handlers that never heartbeat,
+    and ship the handler's log lines while it runs, so live streams show them as they happen."""
     interval = max((every.total_seconds() / 3) if every else 10.0, 0.2)
+    loop = asyncio.get_running_loop()
+    next_beat = 0.0
     while True:
-        activity.heartbeat({"processed": state.processed})
-        await asyncio.sleep(interval)
+        if loop.time() >= next_beat:
+            activity.heartbeat({"processed": state.processed})
+            next_beat = loop.time() + interval
+        await flush(state)
+        await asyncio.sleep(min(interval, LOG_FLUSH_SECONDS))

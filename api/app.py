@@ -13,13 +13,14 @@ from temporalio.client import Client
 
 from api.deps import Services
 from api.errors import CorrelationIdMiddleware, install_error_handlers
-from api.routes import configs, executions, health, replay
+from api.routes import configs, executions, health, replay, runs, ws
 from sluice import __version__
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
 from sluice.handlers.registry import add_import_paths
 from sluice.services import ConfigService, ExecutionService, TemporalGateway
 from sluice.services.lineage import LineageService
+from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
 from sluice.settings import Settings
 from sluice.storage import open_storage
@@ -44,6 +45,8 @@ def create_app(
         storage = open_storage(settings)
         config_service = ConfigService(sessions)
         executions_service = ExecutionService(sessions, gateway, settings, config_service)
+        log_service = LogService(sessions)
+        hub = EventHub(log_service)
         app.state.services = Services(
             settings=settings,
             configs=config_service,
@@ -52,6 +55,8 @@ def create_app(
             replays=ReplayService(executions_service, config_service, storage, sessions, settings),
             lineage=LineageService(sessions),
             storage=storage,
+            logs=log_service,
+            hub=hub,
         )
         sweeper = asyncio.create_task(_reconcile_forever(app.state.services.executions))
         try:
@@ -60,6 +65,7 @@ def create_app(
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await hub.close()
             await storage.close()
             await engine.dispose()
 
@@ -75,6 +81,8 @@ def create_app(
     app.include_router(configs.router)
     app.include_router(executions.router)
     app.include_router(replay.router)
+    app.include_router(runs.router)
+    app.include_router(ws.router)
     return app
 
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from sluice.services import ConfigService, ExecutionService, TemporalGateway
 from sluice.services.lineage import LineageService
+from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
 from sluice.settings import Settings
 from sluice.storage import ObjectStorage
@@ -23,6 +24,8 @@ class Services:
     replays: ReplayService
     lineage: LineageService
     storage: ObjectStorage
+    logs: LogService
+    hub: EventHub
 
 
 def get_services(request: Request) -> Services:

@@ -252,3 +252,94 @@ class LineageResponse(BaseModel):
     nodes: list[LineageNode]
     edges: list[LineageEdge]
     truncated: bool = False
+
+
+class ExecutionListResponse(BaseModel):
+    items: list[ExecutionResponse]
+    total: int
+    limit: int
+    offset: int
+
+
+class LogEntryResponse(BaseModel):
+    id: int
+    timestamp: datetime
+    level: Literal["debug", "info", "warn", "error"]
+    message: str
+    route: str | None
+    kind: Literal["handler", "lifecycle"]
+    event: str | None = None
+    correlation_id: str | None = None
+
+
+class ExecutionLogsResponse(BaseModel):
+    execution_id: UUID
+    status: ExecutionStatus
+    logs: list[LogEntryResponse]
+
+
+# -- runs facade (seed 003, with seed 002's node_runs) -------------------------------------------
+RunStatus = Literal["pending", "running", "success", "failed", "cancelled"]
+
+
+class NodeRunResponse(BaseModel):
+    """A route's run inside a run (seed 002's node run, plus Sluice's counters)."""
+
+    id: str
+    node_id: str
+    status: Literal["pending", "running", "success", "failed", "cancelled", "skipped"]
+    row_count: int | None
+    duration_ms: int | None
+    started_at: datetime | None
+    finished_at: datetime | None = None
+    messages_in: int = 0
+    messages_out: int = 0
+    objects_written: int = 0
+    retries: int = 0
+    error: str | None = None
+
+
+class RunResponse(BaseModel):
+    id: str
+    namespace: str
+    layer: str
+    pipeline: str
+    status: RunStatus
+    trigger: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    rows_written: int | None
+    error: str | None = None
+    created_at: datetime
+
+
+class RunDetailResponse(RunResponse):
+    node_runs: list[NodeRunResponse] = Field(default_factory=list)
+    temporal_ui_url: str | None = None
+
+
+class RunListResponse(BaseModel):
+    runs: list[RunResponse]
+    total: int
+
+
+class RunCreatedResponse(BaseModel):
+    run_id: str
+    status: Literal["pending"]
+
+
+class RunCancelledResponse(BaseModel):
+    run_id: str
+    status: Literal["cancelled"]
+
+
+class RunLogEntry(BaseModel):
+    timestamp: datetime
+    level: Literal["debug", "info", "warn", "error"]
+    message: str
+
+
+class RunLogsResponse(BaseModel):
+    logs: list[RunLogEntry]
+    status: RunStatus

@@ -90,3 +90,13 @@ async def tally(message, ctx):
 def _append(path: Path, line: str) -> None:
     with path.open("a") as fh:
         fh.write(line)
+
+
+async def chatty(message, ctx):
+    """Log at every level, pausing between lines so a live stream sees them arrive."""
+    pause = float(ctx.params.get("pause", 0.3))
+    for level in ("debug", "info", "warn", "error"):
+        getattr(ctx.log, level if level != "warn" else "warning")(f"{level} line from {ctx.route}")
+        await asyncio.sleep(pause)
+    await ctx.emit("done.txt", "done")
+    ctx.rows(7)

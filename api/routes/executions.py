@@ -2,16 +2,82 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 
 from api.deps import ServicesDep
-from api.schemas import ErrorResponse, ExecutionResponse, ExecutionRoutesResponse, RouteRunResponse
+from api.schemas import (
+    ErrorResponse,
+    ExecutionListResponse,
+    ExecutionLogsResponse,
+    ExecutionResponse,
+    ExecutionRoutesResponse,
+    ExecutionStatus,
+    LogEntryResponse,
+    RouteRunResponse,
+)
+from api.streams import log_stream, wants_sse
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, as_utc
+from sluice.services.executions import ExecutionFilters
+
+LogLevel = Literal["debug", "info", "warn", "error"]
+SortField = Literal["created_at", "started_at", "completed_at", "duration_ms", "status", "pipeline"]
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Resource not found"}}
+
+
+@router.get("", response_model=ExecutionListResponse)
+async def list_executions(
+    services: ServicesDep,
+    status_: Annotated[ExecutionStatus | None, Query(alias="status")] = None,
+    config_id: UUID | None = None,
+    pipeline: str | None = None,
+    namespace: str | None = None,
+    layer: str | None = None,
+    tag: str | None = None,
+    trigger: str | None = None,
+    parent_execution_id: UUID | None = None,
+    from_: Annotated[
+        datetime | None, Query(alias="from", description="created at or after (ISO 8601)")
+    ] = None,
+    to: Annotated[datetime | None, Query(description="created at or before (ISO 8601)")] = None,
+    sort: SortField = "created_at",
+    order: Literal["asc", "desc"] = "desc",
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ExecutionListResponse:
+    """Filter, sort and page executions; `total` counts every match."""
+    page = await services.executions.list(
+        ExecutionFilters(
+            statuses=[status_] if status_ else None,
+            config_id=str(config_id) if config_id else None,
+            pipeline=pipeline,
+            namespace=namespace,
+            layer=layer,
+            tag=tag,
+            trigger=trigger,
+            parent_execution_id=str(parent_execution_id) if parent_execution_id else None,
+            created_from=_aware(from_),
+            created_to=_aware(to),
+        ),
+        sort=sort,
+        order=order,
+        limit=limit,
+        offset=offset,
+    )
+    return ExecutionListResponse(
+        items=[ExecutionResponse.of(r, services.settings) for r in page.items],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get("/{execution_id}", response_model=ExecutionResponse, responses=NOT_FOUND)
@@ -48,3 +114,115 @@ async def cancel_execution(execution_id: str, services: ServicesDep, response: R
     if not finished:
         response.status_code = status.HTTP_202_ACCEPTED
     return ExecutionResponse.of(record, services.settings)
+
+
+@router.get(
+    "/{execution_id}/logs",
+    response_model=ExecutionLogsResponse,
+    responses={
+        **NOT_FOUND,
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "JSON, or SSE with Accept: text/event-stream",
+        },
+    },
+)
+async def get_execution_logs(
+    execution_id: str,
+    request: Request,
+    services: ServicesDep,
+    route: str | None = None,
+    level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
+    since: Annotated[datetime | None, Query(description="at or after (ISO 8601)")] = None,
+    after_id: Annotated[int, Query(ge=0, description="only lines after this log id (paging)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
+) -> ExecutionLogsResponse | StreamingResponse:
+    """Handler logs and Sluice's lifecycle lines. With `Accept: text/event-stream`: `log` events,
+    then `error` (failed runs) and `status`; an active run's stream stays open until it ends."""
+    record = await services.executions.get(execution_id)
+    if wants_sse(request):
+        return log_stream(
+            services,
+            record,
+            route=route,
+            level=level,
+            since=_aware(since),
+            log_data=lambda row: _entry(row).model_dump(mode="json"),
+            status_data=lambda r: {
+                "status": r.status,
+                "rows_written": r.rows_written,
+                "duration_ms": r.duration_ms,
+            },
+        )
+    rows = await services.logs.fetch(
+        record.id, route=route, level=level, since=_aware(since), after_id=after_id, limit=limit
+    )
+    return ExecutionLogsResponse(
+        execution_id=UUID(record.id),
+        status=record.status,
+        logs=[_entry(r) for r in rows],  # type: ignore[arg-type]
+    )
+
+
+@router.get("/{execution_id}/logs/export", responses=NOT_FOUND)
+async def export_execution_logs(
+    execution_id: str,
+    services: ServicesDep,
+    format: Literal["text", "jsonl", "json"] = "text",
+    route: str | None = None,
+    level: LogLevel | None = None,
+) -> StreamingResponse:
+    """Download the logs as a file (streamed: exports of long runs stay small in memory)."""
+    record = await services.executions.get(execution_id)
+    return export_logs(services, record, format=format, route=route, level=level)
+
+
+def export_logs(
+    services: ServicesDep, record: ExecutionRecord, *, format: str, route: str | None, level: str | None
+) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        first = True
+        if format == "json":
+            yield b"["
+        async for row in services.logs.iterate(record.id, route=route, level=level):
+            entry = _entry(row)
+            if format == "text":
+                where = f" [{entry.route}]" if entry.route else ""
+                yield f"{entry.timestamp.isoformat()} {entry.level.upper():<5}{where} {entry.message}\n".encode()
+            else:
+                line = entry.model_dump_json()
+                if format == "json":
+                    yield (b"" if first else b",") + line.encode()
+                else:
+                    yield line.encode() + b"\n"
+            first = False
+        if format == "json":
+            yield b"]"
+
+    extension, media = {
+        "text": ("log", "text/plain"),
+        "jsonl": ("jsonl", "application/x-ndjson"),
+        "json": ("json", "application/json"),
+    }[format]
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="execution-{record.id}-logs.{extension}"'},
+    )
+
+
+def _entry(row: ExecutionLogRecord) -> LogEntryResponse:
+    return LogEntryResponse(
+        id=row.id or 0,
+        timestamp=as_utc(row.timestamp),  # type: ignore[arg-type]
+        level=row.level,  # type: ignore[arg-type]
+        message=row.message,
+        route=row.route,
+        kind=row.kind,  # type: ignore[arg-type]
+        event=row.event,
+        correlation_id=row.correlation_id,
+    )
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return as_utc(value)

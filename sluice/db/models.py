@@ -48,8 +48,12 @@ class PipelineConfigVersion(SQLModel, table=True):
 class ExecutionRecord(SQLModel, table=True):
     __tablename__ = "executions"
     __table_args__ = (
-        sa.Index("ix_executions_pipeline", "namespace", "layer", "pipeline"),
+        sa.Index("ix_executions_pipeline", "namespace", "layer", "pipeline", "created_at"),
         sa.Index("ix_executions_status_created", "status", "created_at"),
+        sa.Index("ix_executions_started_at", "started_at"),
+        sa.Index("ix_executions_completed_at", "completed_at"),
+        sa.Index("ix_executions_duration_ms", "duration_ms"),
+        sa.Index("ix_executions_trigger_created", "trigger", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -112,6 +116,10 @@ class ExecutionLogRecord(SQLModel, table=True):
     kind: str = Field(default="handler", max_length=16)
     correlation_id: str | None = Field(default=None, max_length=36)
     timestamp: datetime = _ts(default_factory=utcnow)
+    event: str | None = Field(
+        default=None, max_length=32, description="Lifecycle event type, e.g. execution.completed"
+    )
+    data: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
 
 
 class LineageRecord(SQLModel, table=True):

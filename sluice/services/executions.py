@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import yaml
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
@@ -25,6 +27,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, execution_finished, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord, as_utc, utcnow
 from sluice.errors import (
     AlreadyExistsError,
@@ -36,7 +39,7 @@ from sluice.errors import (
 from sluice.ids import derived_id, parse_uuid, uuid7
 from sluice.messages import Message, MessageMetadata
 from sluice.pipeline_config import PipelineConfig
-from sluice.services.configs import ConfigService, require_valid
+from sluice.services.configs import ConfigService, Page, require_valid
 from sluice.services.gateway import TemporalGateway
 from sluice.settings import Settings
 from sluice.temporal import SA_CONFIG_ID, SA_LAYER, SA_NAMESPACE, SA_PIPELINE, SA_TAG
@@ -52,6 +55,31 @@ from sluice.workflow_io import (
 )
 
 log = logging.getLogger("sluice.executions")
+
+SORTABLE = {
+    "created_at": col(ExecutionRecord.created_at),
+    "started_at": col(ExecutionRecord.started_at),
+    "completed_at": col(ExecutionRecord.completed_at),
+    "finished_at": col(ExecutionRecord.completed_at),
+    "duration_ms": col(ExecutionRecord.duration_ms),
+    "status": col(ExecutionRecord.status),
+    "pipeline": col(ExecutionRecord.pipeline),
+}
+
+
+@dataclass
+class ExecutionFilters:
+    statuses: list[str] | None = None
+    config_id: str | None = None
+    pipeline: str | None = None
+    namespace: str | None = None
+    layer: str | None = None
+    tag: str | None = None
+    trigger: str | None = None
+    parent_execution_id: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
 _CLOSED = {
@@ -183,13 +211,13 @@ class ExecutionService:
                     )
             session.add(record)
             session.add(
-                ExecutionLogRecord(
-                    execution_id=execution_id,
-                    level="info",
-                    message=f"execution started: pipeline {pipeline.name}, trigger {trigger}"
+                lifecycle(
+                    execution_id,
+                    EXECUTION_STARTED,
+                    f"execution started: pipeline {pipeline.name}, trigger {trigger}"
                     + (f", tag {tag}" if tag else "")
                     + (f", replay of {parent_execution_id}" if parent_execution_id else ""),
-                    kind="lifecycle",
+                    data={"status": "running", "pipeline": pipeline.name, "trigger": trigger, "tag": tag},
                     timestamp=now,
                 )
             )
@@ -321,11 +349,12 @@ class ExecutionService:
             fresh.duration_ms = max(int((as_utc(fresh.completed_at) - started).total_seconds() * 1000), 0)
             session.add(fresh)
             session.add(
-                ExecutionLogRecord(
-                    execution_id=fresh.id,
-                    level="error" if status in ("failed", "interrupted") else "warn",
-                    message=f"execution {status}" + (f": {error}" if error else ""),
-                    kind="lifecycle",
+                execution_finished(
+                    fresh.id,
+                    status,
+                    error=fresh.error,
+                    rows_written=fresh.rows_written,
+                    duration_ms=fresh.duration_ms,
                 )
             )
             await session.commit()
@@ -395,6 +424,31 @@ class ExecutionService:
             routes = [RouteProgress(route=r.name, position=i) for i, r in enumerate(pipeline.routes)]
         return record, routes
 
+    async def list(
+        self, filters: ExecutionFilters, *, sort: str, order: str, limit: int, offset: int
+    ) -> Page[ExecutionRecord]:
+        """One query for the executions API and the runs facade; every filter and sort is indexed."""
+        column = SORTABLE[sort]
+        query = select(ExecutionRecord)
+        for name in ("config_id", "pipeline", "namespace", "layer", "tag", "trigger", "parent_execution_id"):
+            value = getattr(filters, name)
+            if value is not None:
+                query = query.where(getattr(ExecutionRecord, name) == value)
+        if filters.statuses is not None:
+            query = query.where(col(ExecutionRecord.status).in_(filters.statuses))
+        if filters.created_from is not None:
+            query = query.where(col(ExecutionRecord.created_at) >= filters.created_from)
+        if filters.created_to is not None:
+            query = query.where(col(ExecutionRecord.created_at) <= filters.created_to)
+        ordered = column.asc() if order == "asc" else column.desc()
+        tiebreak = col(ExecutionRecord.id).asc() if order == "asc" else col(ExecutionRecord.id).desc()
+        async with self.sessions() as session:
+            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+            rows = await session.exec(
+                query.order_by(ordered.nulls_last(), tiebreak).offset(offset).limit(limit)
+            )
+            return Page(items=list(rows.all()), total=int(total), limit=limit, offset=offset)
+
     # -- cancel ------------------------------------------------------------------------------
     async def cancel(self, id_or_tag: str) -> tuple[ExecutionRecord, bool]:
         """Request cancellation and wait (bounded) for it; returns (record, finished)."""
@@ -414,9 +468,7 @@ class ExecutionService:
             raise UnavailableError(f"could not cancel on Temporal: {exc.message}") from exc
         async with self.sessions() as session:
             session.add(
-                ExecutionLogRecord(
-                    execution_id=record.id, level="warn", message="cancellation requested", kind="lifecycle"
-                )
+                lifecycle(record.id, EXECUTION_CANCEL_REQUESTED, "cancellation requested", level="warn")
             )
             await session.commit()
         try:

@@ -1,0 +1,112 @@
+"""Live log streams: Server-Sent Events for one execution (executions API and runs facade alike).
+
+A finished run gets everything then the stream closes; an active one gets its history, then new
+rows as the event hub pushes them, until the run ends (then `error` for a failed run, and `status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from api.deps import Services
+from sluice.db.events import EXECUTION_FINISHED
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord
+from sluice.services.executions import TERMINAL
+from sluice.services.logs import levels_at_least
+
+KEEPALIVE_SECONDS = 5.0
+
+
+def wants_sse(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "").lower()
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=_iso)}\n\n".encode()
+
+
+def _iso(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def log_stream(
+    services: Services,
+    record: ExecutionRecord,
+    *,
+    route: str | None,
+    level: str | None,
+    since: datetime | None,
+    log_data: Callable[[ExecutionLogRecord], dict[str, Any]],
+    status_data: Callable[[ExecutionRecord], dict[str, Any]],
+) -> StreamingResponse:
+    logs = services.logs
+    allowed = set(levels_at_least(level)) if level else None
+
+    def matches(row: ExecutionLogRecord) -> bool:
+        if route and row.route != route:
+            return False
+        if allowed is not None and row.level not in allowed:
+            return False
+        return not (since and row.timestamp and _aware(row.timestamp) < since)
+
+    async def finish(final: ExecutionRecord) -> AsyncIterator[bytes]:
+        if final.status in ("failed", "interrupted"):
+            yield sse("error", {"message": final.error or f"execution {final.status}"})
+        yield sse("status", status_data(final))
+
+    async def events() -> AsyncIterator[bytes]:
+        current = await services.executions.get(record.id)
+        if current.status in TERMINAL:
+            async for row in logs.iterate(current.id, route=route, level=level, since=since):
+                yield sse("log", log_data(row))
+            async for chunk in finish(current):
+                yield chunk
+            return
+        async with services.hub.subscribe(current.id) as sub:
+            last = 0
+            for row in await logs.fetch(current.id):
+                last = row.id or last
+                if matches(row):
+                    yield sse("log", log_data(row))
+            while True:
+                try:
+                    row = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    current = await services.executions.get(current.id)  # reconciles with Temporal
+                    if current.status in TERMINAL:
+                        for late in await logs.fetch(current.id, after_id=last):
+                            if matches(late):
+                                yield sse("log", log_data(late))
+                        async for chunk in finish(current):
+                            yield chunk
+                        return
+                    yield b": keepalive\n\n"
+                    continue
+                if (row.id or 0) <= last:
+                    continue
+                last = row.id or last
+                if matches(row):
+                    yield sse("log", log_data(row))
+                if row.event == EXECUTION_FINISHED:
+                    async for chunk in finish(await services.executions.find(current.id)):
+                        yield chunk
+                    return
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    from sluice.db.models import as_utc
+
+    return as_utc(value) or value
