@@ -49,9 +49,7 @@ class RouteActivities:
     @activity.defn(name=RUN_ROUTE)
     async def run_route(self, task: RouteTask) -> RouteResult:
         info = activity.info()
-        route = task.pipeline.route(task.route)
-        if route is None:
-            raise ApplicationError(f"route {task.route!r} is not in the pipeline", non_retryable=True)
+        route = task.route
         try:
             handler = resolve_handler(route.handler)
         except HandlerImportError as exc:
@@ -61,7 +59,7 @@ class RouteActivities:
             route=route.name,
             stage=route.stage,
             next_routes=list(route.next),
-            params={**task.pipeline.params, **route.params},
+            params={**task.params, **route.params},
             config_hash=task.config_hash,
             storage=self.deps.storage,
             settings=self.deps.settings,
@@ -199,7 +197,7 @@ async def _heartbeat_forever(
     and ship the handler's log lines while it runs, so live streams show them as they happen."""
     interval = max((every.total_seconds() / 3) if every else 10.0, 0.2)
     loop = asyncio.get_running_loop()
-    next_beat = 0.0
+    next_beat = loop.time() + interval  # short batches finish before they need a heartbeat
     while True:
         if loop.time() >= next_beat:
             activity.heartbeat({"processed": state.processed})

@@ -161,7 +161,7 @@ async def embedded_stack(
 
         with worker_log.open("ab") as log_fh:
             worker = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "sluice.cli", "worker"],
+                [sys.executable, "-P", "-m", "sluice.cli", "worker"],  # -P: the cwd must not shadow packages
                 env=child_env(settings),
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,

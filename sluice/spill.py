@@ -6,6 +6,7 @@ prefixes) as JSONL of `page_size` messages each, so a batch reads one small page
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Iterable
 
 from sluice.messages import Message
@@ -34,6 +35,7 @@ async def write_spill(
     async def flush() -> None:
         nonlocal page, buf
         body = "\n".join(m.model_dump_json() for m in buf) + "\n"
+        await asyncio.sleep(0)  # let heartbeats through between pages
         await storage.put(page_key(prefix, page), body.encode(), "application/x-ndjson")
         page += 1
         buf = []

@@ -17,6 +17,8 @@ from sluice.handlers.registry import HandlerImportError, resolve_handler
 from sluice.pipeline_config import KNOWN_ROUTE_FIELDS, KNOWN_TOP_LEVEL, STAGE_PATTERN, PipelineConfig
 from sluice.storage.keys import INTERNAL_ROOT
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 CODES: dict[str, str] = {
     "E001": "YAML cannot be parsed",
     "E002": "document is not a mapping",
@@ -82,7 +84,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def validate_yaml(text: str, *, check_handlers: bool = True) -> ValidationOutcome:
     issues: list[ValidationIssue] = []
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

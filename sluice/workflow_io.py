@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from sluice.messages import Message
-from sluice.pipeline_config import PipelineConfig
+from sluice.pipeline_config import PipelineConfig, RouteConfig
 
 WORKFLOW_NAME = "ExecutionWorkflow"
 REPLAY_PUBLISHED_UPDATE = "replay_published"
@@ -63,9 +63,11 @@ class RoutedOutput(BaseModel):
 
 
 class RouteTask(BaseModel):
+    """One batch for one route: only that route's config travels, not the whole pipeline."""
+
     execution_id: str
-    route: str
-    pipeline: PipelineConfig
+    route: RouteConfig
+    params: dict[str, Any] = Field(default_factory=dict, description="Pipeline params")
     config_hash: str
     batch: MessageBatch
     spill_page_sizes: dict[str, int] = Field(default_factory=dict)

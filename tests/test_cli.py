@@ -180,3 +180,49 @@ async def test_dev_refuses_a_busy_port(tmp_path: Path, busy: str) -> None:
             timeout=60,
         )
     assert out.returncode == 2 and "already in use" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_api_and_worker_run_separately_against_existing_temporal(
+    temporal_address: str, tmp_path: Path
+) -> None:
+    """`sluice api` and `sluice worker` as two processes sharing Temporal, database and storage."""
+    port = free_port()
+    e = env()
+    e.update(
+        {
+            "SLUICE_TEMPORAL_ADDRESS": temporal_address,
+            "SLUICE_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+            "SLUICE_STORAGE_URL": (tmp_path / "objects").as_uri(),
+            "SLUICE_TASK_QUEUE": f"separate-{port}",
+            "SLUICE_API_PORT": str(port),
+        }
+    )
+    api = subprocess.Popen([*SLUICE, "api"], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen([*SLUICE, "worker"], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_health(url, api)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            assert (await http.get("/ready")).json() == {"status": "ok", "database": "ok", "temporal": "ok"}
+            config = (
+                await http.post(
+                    "/api/v1/configs",
+                    content=EXAMPLE.read_text(),
+                    headers={"Content-Type": "application/yaml"},
+                )
+            ).json()
+            run = (
+                await http.post(f"/api/v1/configs/{config['id']}/run", json={"base_dir": str(EXAMPLE.parent)})
+            ).json()
+            for _ in range(300):
+                body = (await http.get(f"/api/v1/executions/{run['id']}")).json()
+                if body["status"] != "running":
+                    break
+                await asyncio.sleep(0.1)
+            assert body["status"] == "completed", body
+        assert (tmp_path / "objects" / run["id"] / "index" / "manifest.json").is_file()
+    finally:
+        for proc in (api, worker):
+            proc.send_signal(signal.SIGTERM)
+        outputs = [await asyncio.to_thread(p.communicate, timeout=60) for p in (api, worker)]
+    assert api.returncode == 0 and worker.returncode == 0, [o[0].decode()[-1500:] for o in outputs]

@@ -30,7 +30,8 @@ routes:
 
 @pytest.mark.slow
 async def test_replay_of_ten_thousand_objects(make_stack: StackFactory, tmp_path: Path) -> None:
-    stack = await make_stack(activities_per_run=150)
+    # Production heartbeat timeout: a busy CI machine must not time out the 10,000-object fan-out.
+    stack = await make_stack(activities_per_run=150, heartbeat_timeout="10s")
     tally = tmp_path / "tally.txt"
     config = await stack.create_config(PIPELINE.format(count=OBJECTS, tally=tally))
     parent = await stack.wait((await stack.run(config["id"])).json()["id"], timeout=600)

@@ -291,8 +291,8 @@ class ExecutionWorkflow:
         prog = self._progress[name]
         task = RouteTask(
             execution_id=self._inp.execution_id,
-            route=name,
-            pipeline=self._inp.pipeline,
+            route=route,
+            params=self._inp.pipeline.params,
             config_hash=self._inp.config_hash,
             batch=batch,
             spill_page_sizes={t: self._page_size(t) for t in route.next if t in self._routes},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,3 +21,4 @@ async def insert_ignore(session: AsyncSession, model: type[SQLModel], rows: list
     for i in range(0, len(rows), _CHUNK):
         stmt = module.insert(table).values(rows[i : i + _CHUNK]).on_conflict_do_nothing()
         await session.exec(stmt)  # type: ignore[call-overload]
+        await asyncio.sleep(0)  # big inserts must not starve the heartbeat task

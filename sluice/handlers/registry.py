@@ -37,11 +37,12 @@ class HandlerImportError(Exception):
 
 
 def add_import_paths(paths: str) -> None:
+    """Append (never prepend): a user's folder must not shadow installed packages."""
     import os
 
     for path in filter(None, paths.split(os.pathsep)):
         if path not in sys.path:
-            sys.path.insert(0, path)
+            sys.path.append(path)
 
 
 def resolve_handler(spec: str) -> Handler:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Generic, TypeVar
 
 from sqlalchemy import func
@@ -14,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sluice.db.models import PipelineConfigRecord, PipelineConfigVersion, utcnow
 from sluice.errors import ConfigInvalidError, NotFoundError
 from sluice.pipeline_config import PipelineConfig
-from sluice.validation import ValidationReport, validate_yaml
+from sluice.validation import ValidationOutcome, ValidationReport, validate_yaml
 
 T = TypeVar("T")
 
@@ -27,8 +28,14 @@ class Page(Generic[T]):
     offset: int
 
 
+@lru_cache(maxsize=256)
+def _validated(yaml_text: str) -> ValidationOutcome:
+    return validate_yaml(yaml_text)
+
+
 def require_valid(yaml_text: str) -> tuple[PipelineConfig, ValidationReport]:
-    outcome = validate_yaml(yaml_text)
+    """Validate (cached by text: runs of an unchanged config skip the parse and handler imports)."""
+    outcome = _validated(yaml_text)
     if outcome.config is None:
         report = outcome.report
         raise ConfigInvalidError(
