@@ -343,3 +343,11 @@ class RunLogEntry(BaseModel):
 class RunLogsResponse(BaseModel):
     logs: list[RunLogEntry]
     status: RunStatus
+
+
+class ExecutionConfigResponse(BaseModel):
+    execution_id: UUID
+    config_id: UUID
+    config_version: int
+    config_hash: str
+    yaml: str

@@ -363,11 +363,32 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from sluice.devstack import serve_in_background
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
-    return 0
+
+    async def main() -> int:
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = await serve_in_background(server)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await task  # graceful: in-flight requests finish, then the lifespan shuts down
+        waiter.cancel()
+        return 0
+
+    try:
+        return asyncio.run(main())
+    except Exception as exc:  # e.g. the port is taken, or the database is unreachable
+        print(f"sluice api: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

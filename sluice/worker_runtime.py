@@ -36,13 +36,19 @@ def build_worker(client: Client, settings: Settings, deps: ActivityDeps, task_qu
     )
 
 
+def worker_queues(settings: Settings) -> list[str]:
+    """The main queue plus the route queues this worker also serves (SLUICE_WORKER_TASK_QUEUES)."""
+    extra = [q.strip() for q in settings.worker_task_queues.split(",") if q.strip()]
+    return list(dict.fromkeys([settings.task_queue, *extra]))
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     add_import_paths(settings.handler_paths)
     client = await connect(settings, attempts=60, delay=1.0)
     await ensure_search_attributes(client, settings.temporal_namespace)
     deps = ActivityDeps.from_settings(settings)
-    queues = [settings.task_queue, *[q.strip() for q in settings.worker_task_queues.split(",") if q.strip()]]
-    workers = [build_worker(client, settings, deps, q) for q in dict.fromkeys(queues)]
+    queues = worker_queues(settings)
+    workers = [build_worker(client, settings, deps, q) for q in queues]
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

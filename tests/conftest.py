@@ -26,7 +26,7 @@ from activities import ActivityDeps
 from api.app import create_app
 from sluice.settings import Settings
 from sluice.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
-from sluice.worker_runtime import build_worker
+from sluice.worker_runtime import build_worker, worker_queues
 
 REPO = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("SLUICE_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -153,9 +153,8 @@ async def make_stack(
         if worker:
             deps = ActivityDeps.from_settings(settings)
             stack_ctx.push_async_callback(deps.close)
-            await stack_ctx.enter_async_context(
-                build_worker(temporal_env.client, settings, deps, settings.task_queue)
-            )
+            for queue in worker_queues(settings):
+                await stack_ctx.enter_async_context(build_worker(temporal_env.client, settings, deps, queue))
         base_url = f"http://127.0.0.1:{port}"
         http = httpx.AsyncClient(base_url=base_url, timeout=60)
         stack_ctx.push_async_callback(http.aclose)

@@ -100,3 +100,21 @@ async def chatty(message, ctx):
         await asyncio.sleep(pause)
     await ctx.emit("done.txt", "done")
     ctx.rows(7)
+
+
+_ACTIVE = {"now": 0, "max": 0}
+
+
+async def concurrency_probe(message, ctx):
+    """Record how many invocations of this handler overlap (in-process workers only)."""
+    _ACTIVE["now"] += 1
+    _ACTIVE["max"] = max(_ACTIVE["max"], _ACTIVE["now"])
+    try:
+        await asyncio.sleep(float(ctx.params.get("sleep", 0.2)))
+        await ctx.emit(f"{message.payload.get('i', 0)}.txt", str(_ACTIVE["max"]))
+    finally:
+        _ACTIVE["now"] -= 1
+
+
+def reset_probe() -> None:
+    _ACTIVE.update(now=0, max=0)

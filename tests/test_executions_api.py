@@ -287,3 +287,66 @@ async def test_sync_handler_runs_in_thread_and_reports_rows(stack: Stack) -> Non
     done = await stack.wait((await stack.run(config["id"])).json()["id"])
     assert done["status"] == "completed" and done["rows_written"] == 2
     assert [p.read_text() for p in stack.objects(done["id"], "copied")] == ["ITEM 0", "ITEM 1"]
+
+
+async def test_execution_keeps_its_config_snapshot(stack: Stack) -> None:
+    original = two_routes(1)
+    config = await stack.create_config(original)
+    done = await stack.wait((await stack.run(config["id"])).json()["id"])
+    changed = original.replace("name: fan", "name: fan\ndescription: edited")
+    await stack.http.put(f"/api/v1/configs/{config['id']}", json={"yaml": changed})
+    snap = (await stack.http.get(f"/api/v1/executions/{done['id']}/config")).json()
+    assert snap["yaml"] == original and snap["config_version"] == 1
+    await stack.http.delete(f"/api/v1/configs/{config['id']}")
+    again = await stack.http.get(f"/api/v1/executions/{done['id']}/config")
+    assert again.status_code == 200 and again.json()["yaml"] == original
+    assert (await stack.http.get(f"/api/v1/executions/{done['id']}")).json()["config_version"] == 1
+
+
+async def test_route_concurrency_is_respected(stack: Stack) -> None:
+    from tests import handlers
+
+    handlers.reset_probe()
+    yaml_text = two_routes(12).replace("tests.handlers:copy", "tests.handlers:concurrency_probe")
+    yaml_text = yaml_text.replace("stage: copied", "stage: copied\n    concurrency: 3\n    batch_size: 1")
+    config = await stack.create_config(yaml_text)
+    done = await stack.wait((await stack.run(config["id"])).json()["id"])
+    assert done["status"] == "completed"
+    seen = [int(p.read_text()) for p in stack.objects(done["id"], "copied")]
+    assert max(seen) == 3, seen
+
+
+async def test_route_timeout_fails_the_route(stack: Stack) -> None:
+    config = await stack.create_config(
+        single("tests.handlers:slow", timeout="1s", retry={"max_attempts": 2, "backoff": "50ms"})
+    )
+    done = await stack.wait((await stack.run(config["id"])).json()["id"], timeout=30)
+    assert done["status"] == "failed" and "timeout" in done["error"].lower()
+    route = (await stack.http.get(f"/api/v1/executions/{done['id']}/routes")).json()["routes"][0]
+    assert route["retries"] == 1
+
+
+async def test_route_on_its_own_task_queue(make_stack: StackFactory) -> None:
+    queue = f"special-{uuid.uuid4().hex[:6]}"
+    stack = await make_stack(worker_task_queues=queue)
+    config = await stack.create_config(two_routes(2, task_queue=queue))
+    done = await stack.wait((await stack.run(config["id"])).json()["id"])
+    assert done["status"] == "completed" and len(stack.objects(done["id"], "copied")) == 2
+    detached = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": done["id"], "from_stage": "raw", "to_route": "copy"}
+    )
+    assert detached.json()["to_queue"] == queue
+
+
+async def test_run_on_postgres(make_stack: StackFactory) -> None:
+    stack = await make_stack(database="postgres")
+    config = await stack.create_config(two_routes(4))
+    done = await stack.wait((await stack.run(config["id"], tag="pg-run")).json()["id"])
+    assert done["status"] == "completed" and done["objects_written"] == 8
+    routes = (await stack.http.get("/api/v1/executions/pg-run/routes")).json()["routes"]
+    assert [r["messages_processed"] for r in routes] == [1, 4]
+    graph = (await stack.http.get(f"/api/v1/executions/{done['id']}/lineage")).json()
+    assert len(graph["edges"]) == 4
+    logs = (await stack.http.get(f"/api/v1/executions/{done['id']}/logs")).json()["logs"]
+    assert logs[0]["event"] == "execution.started" and logs[-1]["event"] == "execution.finished"
+    assert (await stack.run(config["id"], tag="pg-run")).status_code == 409

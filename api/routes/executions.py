@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import ServicesDep
 from api.schemas import (
     ErrorResponse,
+    ExecutionConfigResponse,
     ExecutionListResponse,
     ExecutionLogsResponse,
     ExecutionResponse,
@@ -84,6 +85,19 @@ async def list_executions(
 async def get_execution(execution_id: str, services: ServicesDep) -> ExecutionResponse:
     """Look up by execution id or by tag."""
     return ExecutionResponse.of(await services.executions.get(execution_id), services.settings)
+
+
+@router.get("/{execution_id}/config", response_model=ExecutionConfigResponse, responses=NOT_FOUND)
+async def get_execution_config(execution_id: str, services: ServicesDep) -> ExecutionConfigResponse:
+    """The exact config snapshot the execution ran (later edits or deletion of the config do not change it)."""
+    record = await services.executions.find(execution_id)
+    return ExecutionConfigResponse(
+        execution_id=UUID(record.id),
+        config_id=UUID(record.config_id),
+        config_version=record.config_version,
+        config_hash=record.config_hash,
+        yaml=record.config_yaml,
+    )
 
 
 @router.get("/{execution_id}/routes", response_model=ExecutionRoutesResponse, responses=NOT_FOUND)
