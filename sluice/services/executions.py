@@ -67,6 +67,10 @@ SORTABLE = {
 }
 
 
+# Only these can be NULL; ordering the others without NULLS LAST lets PostgreSQL walk the index.
+NULLABLE_SORTS = frozenset({"completed_at", "finished_at", "duration_ms"})
+
+
 @dataclass
 class ExecutionFilters:
     statuses: list[str] | None = None
@@ -429,23 +433,27 @@ class ExecutionService:
     ) -> Page[ExecutionRecord]:
         """One query for the executions API and the runs facade; every filter and sort is indexed."""
         column = SORTABLE[sort]
-        query = select(ExecutionRecord)
+        where = []
         for name in ("config_id", "pipeline", "namespace", "layer", "tag", "trigger", "parent_execution_id"):
             value = getattr(filters, name)
             if value is not None:
-                query = query.where(getattr(ExecutionRecord, name) == value)
+                where.append(getattr(ExecutionRecord, name) == value)
         if filters.statuses is not None:
-            query = query.where(col(ExecutionRecord.status).in_(filters.statuses))
+            where.append(col(ExecutionRecord.status).in_(filters.statuses))
         if filters.created_from is not None:
-            query = query.where(col(ExecutionRecord.created_at) >= filters.created_from)
+            where.append(col(ExecutionRecord.created_at) >= filters.created_from)
         if filters.created_to is not None:
-            query = query.where(col(ExecutionRecord.created_at) <= filters.created_to)
+            where.append(col(ExecutionRecord.created_at) <= filters.created_to)
         ordered = column.asc() if order == "asc" else column.desc()
         tiebreak = col(ExecutionRecord.id).asc() if order == "asc" else col(ExecutionRecord.id).desc()
         async with self.sessions() as session:
-            total = (await session.exec(select(func.count()).select_from(query.subquery()))).one()
+            total = (await session.exec(select(func.count()).select_from(ExecutionRecord).where(*where))).one()
             rows = await session.exec(
-                query.order_by(ordered.nulls_last(), tiebreak).offset(offset).limit(limit)
+                select(ExecutionRecord)
+                .where(*where)
+                .order_by(ordered.nulls_last() if sort in NULLABLE_SORTS else ordered, tiebreak)
+                .offset(offset)
+                .limit(limit)
             )
             return Page(items=list(rows.all()), total=int(total), limit=limit, offset=offset)
 
