@@ -23,7 +23,6 @@ from sluice.spill import spill_prefix, write_spill
 from sluice.storage.keys import stage_prefix, validate_key
 from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec
 
-PAGE_SIZE = 100
 CHECK_CONCURRENCY = 16
 MAX_ERRORS_REPORTED = 50
 LINEAGE_CHUNK = 500
@@ -90,7 +89,7 @@ class ReplayActivities:
             self.deps.storage,
             spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
             messages(),
-            PAGE_SIZE,
+            spec.page_size,
         )
         await self._insert_lineage(lineage)
         listing = ReplayListing(

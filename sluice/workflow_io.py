@@ -151,6 +151,7 @@ class ReplaySpec(BaseModel):
     replay_batch_id: str
     keys: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    page_size: int = 100
 
 
 class ReplayListing(BaseModel):

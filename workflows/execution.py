@@ -267,8 +267,14 @@ class ExecutionWorkflow:
             self._collect_pending[name] = self._collect_pending.get(name, 0) + size
             return
         queue = self._queues[name]
-        if entry.messages is not None and queue and queue[-1].messages is not None:
-            queue[-1].messages = [*queue[-1].messages, *entry.messages]
+        last = queue[-1] if queue else None
+        if (
+            entry.messages is not None
+            and last is not None
+            and last.messages is not None
+            and len(last.messages) < 1000
+        ):
+            last.messages.extend(entry.messages)  # entries stay bounded, so _take's slicing stays cheap
         else:
             queue.append(entry)
         prog.queued += size
@@ -355,7 +361,9 @@ class ExecutionWorkflow:
             self._enqueue(output.route, QueueEntry(messages=output.messages))
 
     def _page_size(self, name: str) -> int:
-        return max(self._routes[name].batch_size, MIN_PAGE)
+        """A whole number of batches per page (a batch never spans pages), at least MIN_PAGE messages."""
+        batch = self._routes[name].batch_size
+        return batch * -(-MIN_PAGE // batch)
 
     def _heartbeat_timeout(self, route: RouteConfig) -> timedelta:
         if route.heartbeat_timeout is not None:
@@ -395,7 +403,7 @@ class ExecutionWorkflow:
         try:
             listing: ReplayListing = await workflow.execute_activity(
                 LIST_REPLAY_OBJECTS,
-                replay,
+                replay.model_copy(update={"page_size": self._page_size(replay.to_route)}),
                 result_type=ReplayListing,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),

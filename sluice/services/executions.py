@@ -447,7 +447,9 @@ class ExecutionService:
         ordered = column.asc() if order == "asc" else column.desc()
         tiebreak = col(ExecutionRecord.id).asc() if order == "asc" else col(ExecutionRecord.id).desc()
         async with self.sessions() as session:
-            total = (await session.exec(select(func.count()).select_from(ExecutionRecord).where(*where))).one()
+            total = (
+                await session.exec(select(func.count()).select_from(ExecutionRecord).where(*where))
+            ).one()
             rows = await session.exec(
                 select(ExecutionRecord)
                 .where(*where)
