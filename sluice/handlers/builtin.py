@@ -107,15 +107,26 @@ async def split_text(message: Message, ctx: AsyncRouteContext) -> None:
 
 
 async def map_json(message: Message, ctx: AsyncRouteContext) -> None:
-    """Build a JSON document from `fields: {out_name: dotted.path}` over the input object or payload."""
+    """Build JSON from `fields: {out_name: dotted.path}` over the input object (or the payload).
+
+    A JSON array maps element by element. Without `fields` the document passes through.
+    """
     key = message.object_key
-    source: Any = await ctx.read_json(key) if key else message.payload
-    fields: dict[str, str] = ctx.params.get("fields") or {}
-    if not isinstance(fields, dict):
+    if key:
+        try:
+            source: Any = json.loads(await ctx.read(key))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NonRetryableHandlerError(f"{key} is not valid JSON: {exc}") from None
+    else:
+        source = message.payload
+    fields = ctx.params.get("fields") or {}
+    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
         raise NonRetryableHandlerError("map_json `fields` must map output names to dotted paths")
-    result = {out: _dig(source, str(path)) for out, path in fields.items()} if fields else source
-    if isinstance(source, list) and not fields:
-        result = source
+
+    def project(item: Any) -> Any:
+        return {out: _dig(item, path) for out, path in fields.items()} if fields else item
+
+    result = [project(item) for item in source] if isinstance(source, list) else project(source)
     if ctx.stage and key:
         await ctx.emit(_relative_path(key, ctx), result, "application/json", payload={"source_key": key})
     elif ctx.stage:
