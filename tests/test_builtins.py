@@ -49,12 +49,13 @@ async def test_read_files_and_split_text(stack: Stack, tmp_path: Path) -> None:
     config = await stack.create_config(SPLIT)
     done = await stack.wait((await stack.run(config["id"], {"base_dir": str(tmp_path)})).json()["id"])
     assert done["status"] == "completed", done
-    assert [p.name for p in stack.objects(done["id"], "files")] == ["notes.txt"]  # no hidden, no other folder
-    chunks = stack.objects(done["id"], "chunks")
+    root = stack.storage_root / done["id"]
+    # A pattern without '/' matches file names at any depth; dot-files are never read.
+    files = [p.relative_to(root / "files").as_posix() for p in stack.objects(done["id"], "files")]
+    assert files == ["data/broken.txt", "notes.txt"]
+    chunks = sorted((root / "chunks" / "notes.txt").glob("*.txt"))
     assert [p.read_text() for p in chunks] == ["first paragraph", "second paragraph", "third"]
-    assert (
-        chunks[0].relative_to(stack.storage_root / done["id"] / "chunks").as_posix() == "notes.txt/00000.txt"
-    )
+    assert [p.name for p in chunks] == ["00000.txt", "00001.txt", "00002.txt"]
 
 
 async def test_map_json_projects_fields_per_record(stack: Stack, tmp_path: Path) -> None:
