@@ -17,7 +17,7 @@ from api.routes import configs, executions, health, replay, runs, ws
 from sluice import __version__
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
-from sluice.handlers.registry import add_import_paths
+from sluice.handlers.registry import add_import_paths, allow_modules
 from sluice.services import ConfigService, ExecutionService, TemporalGateway
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
@@ -37,6 +37,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         add_import_paths(settings.handler_paths)
+        allow_modules(settings.handler_modules)
         engine = create_engine(settings)
         if migrate:
             await upgrade(engine)

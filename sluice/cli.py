@@ -408,10 +408,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from sluice.handlers.registry import add_import_paths
+    from sluice.handlers.registry import add_import_paths, allow_modules
     from sluice.validation import validate_yaml
 
     add_import_paths(os.pathsep.join(filter(None, [settings.handler_paths, os.getcwd()])))
+    allow_modules(settings.handler_modules)
     try:
         text = args.file.read_text(encoding="utf-8")
     except OSError as exc:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     cancel_wait: str = Field(default="15s", description="How long a cancel request waits for the run to stop")
     worker_max_concurrent_activities: int = Field(default=50, ge=1)
     handler_paths: str = Field(default="", description="Extra import paths for handler modules (os.pathsep)")
+    handler_modules: str = Field(
+        default="", description="Allowed handler module prefixes (comma list); empty allows any module"
+    )
 
     @field_validator("heartbeat_timeout", "cancel_wait")
     @classmethod

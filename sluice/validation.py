@@ -33,6 +33,7 @@ CODES: dict[str, str] = {
     "E301": "handler string is malformed",
     "E302": "handler module cannot be imported",
     "E303": "handler attribute missing, not callable or with the wrong signature",
+    "E304": "handler module not allowed by SLUICE_HANDLER_MODULES",
     "E401": "invalid duration",
     "W101": "unknown field (ignored)",
     "W501": "route unreachable from the init route",

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import ActivityDeps, build_activities
-from sluice.handlers.registry import add_import_paths
+from sluice.handlers.registry import add_import_paths, allow_modules
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
 from workflows import WORKFLOWS
@@ -44,6 +44,7 @@ def worker_queues(settings: Settings) -> list[str]:
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
     add_import_paths(settings.handler_paths)
+    allow_modules(settings.handler_modules)
     client = await connect(settings, attempts=60, delay=1.0)
     await ensure_search_attributes(client, settings.temporal_namespace)
     deps = ActivityDeps.from_settings(settings)

@@ -111,3 +111,20 @@ def test_every_code_is_documented() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "validation-codes.md").read_text()
     documented = set(re.findall(r"^\| ([EW]\d{3}) \|", doc, flags=re.M))
     assert documented == set(CODES)
+
+
+def test_handler_allow_list() -> None:
+    from sluice.handlers import registry
+
+    text = BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:copy', stage: s2")
+    try:
+        registry.allow_modules("mycompany.handlers, other")
+        issue = next(i for i in validate_yaml(text).report.issues if i.code == "E304")
+        assert issue.path == "routes[1].handler" and "mycompany.handlers" in issue.suggestion
+        assert validate_yaml(BASE).report.is_valid  # built-ins are always allowed
+        registry.allow_modules("tests")
+        assert validate_yaml(text).report.is_valid
+        registry.allow_modules("test")  # a prefix is a whole package name, not a string prefix
+        assert not validate_yaml(text).report.is_valid
+    finally:
+        registry.allow_modules("")

@@ -36,6 +36,19 @@ class HandlerImportError(Exception):
         self.suggestion = suggestion
 
 
+_allowed_modules: tuple[str, ...] = ()
+
+
+def allow_modules(prefixes: str) -> None:
+    """Restrict `package.module:function` handlers to these module prefixes (comma list; empty: any).
+
+    Handler strings are code that workers run and the API imports to validate; in production,
+    allow only your handler packages (SLUICE_HANDLER_MODULES). Built-ins are always allowed.
+    """
+    global _allowed_modules
+    _allowed_modules = tuple(p.strip().rstrip(".") for p in prefixes.split(",") if p.strip())
+
+
 def add_import_paths(paths: str) -> None:
     """Append (never prepend): a user's folder must not shadow installed packages."""
     import os
@@ -54,6 +67,16 @@ def resolve_handler(spec: str) -> Handler:
             f"use one of the built-ins ({', '.join(sorted(BUILTINS))}) or 'package.module:function'",
         )
     module_name, attr_path = target.split(":", 1)
+    if (
+        spec not in BUILTINS
+        and _allowed_modules
+        and not any(module_name == p or module_name.startswith(p + ".") for p in _allowed_modules)
+    ):
+        raise HandlerImportError(
+            "E304",
+            f"handler module {module_name!r} is not allowed on this deployment",
+            f"use a built-in or a module under: {', '.join(_allowed_modules)} (SLUICE_HANDLER_MODULES)",
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
