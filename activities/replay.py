@@ -6,7 +6,6 @@ size costs the workflow one small result.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from sluice.spill import spill_prefix, write_spill
 from sluice.storage.keys import stage_prefix, validate_key
 from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec
 
-CHECK_CONCURRENCY = 16
+CHECK_CONCURRENCY = 64
 MAX_ERRORS_REPORTED = 50
 LINEAGE_CHUNK = 500
 
@@ -44,7 +43,7 @@ class ReplayActivities:
             async for chunk in _chunks(
                 candidate_keys(spec, self.deps.storage, self.deps.sessions), CHECK_CONCURRENCY
             ):
-                readable = await asyncio.gather(*(self._readable(k) for k in chunk))
+                readable = await self._problems(chunk)
                 for key, problem in zip(chunk, readable, strict=True):
                     counts["found"] += 1
                     if counts["found"] % 500 == 0:
@@ -143,14 +142,26 @@ class ReplayActivities:
             )
             await session.commit()
 
-    async def _readable(self, key: str) -> str | None:
+    async def _problems(self, keys: list[str]) -> list[str | None]:
+        """Why each key cannot be published (None: readable), checked a chunk at a time."""
+        problems: list[str | None] = [None] * len(keys)
+        valid: list[int] = []
+        for i, key in enumerate(keys):
+            try:
+                validate_key(key)
+                valid.append(i)
+            except Exception as exc:
+                problems[i] = f"{type(exc).__name__}: {exc}"
         try:
-            validate_key(key)
-            if not await self.deps.storage.exists(key):
-                return "object does not exist or cannot be read"
+            found = await self.deps.storage.exists_many([keys[i] for i in valid])
         except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-        return None
+            found = [False] * len(valid)
+            for i in valid:
+                problems[i] = f"{type(exc).__name__}: {exc}"
+        for i, ok in zip(valid, found, strict=True):
+            if not ok and problems[i] is None:
+                problems[i] = "object does not exist or cannot be read"
+        return problems
 
 
 def _owner(key: str) -> str:

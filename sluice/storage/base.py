@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 
 from sluice.storage.keys import validate_key
@@ -39,6 +40,10 @@ class ObjectStorage(abc.ABC):
 
     @abc.abstractmethod
     async def exists(self, key: str) -> bool: ...
+
+    async def exists_many(self, keys: list[str]) -> list[bool]:
+        """Existence of several keys (backends batch it where they can)."""
+        return list(await asyncio.gather(*(self.exists(k) for k in keys)))
 
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...

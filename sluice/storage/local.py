@@ -51,6 +51,10 @@ class LocalStorage(ObjectStorage):
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).is_file)
 
+    async def exists_many(self, keys: list[str]) -> list[bool]:
+        paths = [self._path(k) for k in keys]
+        return await asyncio.to_thread(lambda: [p.is_file() for p in paths])
+
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
 
