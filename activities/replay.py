@@ -20,7 +20,7 @@ from sluice.messages import Message, MessageMetadata
 from sluice.replay_sources import candidate_keys
 from sluice.spill import spill_prefix, write_spill
 from sluice.storage.keys import stage_prefix, validate_key
-from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec
+from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec, execution_id_of
 
 CHECK_CONCURRENCY = 64
 MAX_ERRORS_REPORTED = 50
@@ -34,7 +34,7 @@ class ReplayActivities:
     @activity.defn(name=LIST_REPLAY_OBJECTS)
     async def list_replay_objects(self, spec: ReplaySpec) -> ReplayListing:
         info = activity.info()
-        execution_id = info.workflow_id.removeprefix("sluice-exec-")
+        execution_id = execution_id_of(info.workflow_id)
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
         lineage: list[dict[str, Any]] = []

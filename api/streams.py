@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import Services
 from sluice.db.events import EXECUTION_FINISHED
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, as_utc
 from sluice.services.executions import TERMINAL
 from sluice.services.logs import levels_at_least
 
@@ -54,7 +54,7 @@ def log_stream(
             return False
         if allowed is not None and row.level not in allowed:
             return False
-        return not (since and row.timestamp and _aware(row.timestamp) < since)
+        return not (since and row.timestamp and as_utc(row.timestamp) < since)
 
     async def finish(final: ExecutionRecord) -> AsyncIterator[bytes]:
         if final.status in ("failed", "interrupted"):
@@ -62,7 +62,7 @@ def log_stream(
         yield sse("status", status_data(final))
 
     async def events() -> AsyncIterator[bytes]:
-        current = await services.executions.get(record.id)
+        current = record  # the endpoint just read (and reconciled) it
         if current.status in TERMINAL:
             async for row in logs.iterate(current.id, route=route, level=level, since=since):
                 yield sse("log", log_data(row))
@@ -104,9 +104,3 @@ def log_stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )
-
-
-def _aware(value: datetime) -> datetime:
-    from sluice.db.models import as_utc
-
-    return as_utc(value) or value

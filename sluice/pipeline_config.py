@@ -11,6 +11,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sluice.durations import parse_duration
@@ -18,6 +19,7 @@ from sluice.durations import parse_duration
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 STAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
 Duration = str | int | float
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Strict(BaseModel):
@@ -78,6 +80,11 @@ class PipelineConfig(_Strict):
 
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)
+
+    @classmethod
+    def from_snapshot(cls, yaml_text: str) -> PipelineConfig:
+        """Parse a stored config (already validated when it was saved): schema only, no handler imports."""
+        return cls.model_validate(yaml.load(yaml_text, Loader=YAML_LOADER))
 
     def config_hash(self) -> str:
         """Hash of the normalised config: whitespace and key order in the YAML do not change it."""

@@ -14,10 +14,14 @@ from pydantic import BaseModel, Field, ValidationError
 from sluice.durations import parse_duration
 from sluice.graph import find_cycle, reachable
 from sluice.handlers.registry import HandlerImportError, resolve_handler
-from sluice.pipeline_config import KNOWN_ROUTE_FIELDS, KNOWN_TOP_LEVEL, STAGE_PATTERN, PipelineConfig
+from sluice.pipeline_config import (
+    KNOWN_ROUTE_FIELDS,
+    KNOWN_TOP_LEVEL,
+    STAGE_PATTERN,
+    YAML_LOADER,
+    PipelineConfig,
+)
 from sluice.storage.keys import INTERNAL_ROOT
-
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 CODES: dict[str, str] = {
     "E001": "YAML cannot be parsed",
@@ -85,7 +89,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def validate_yaml(text: str, *, check_handlers: bool = True) -> ValidationOutcome:
     issues: list[ValidationIssue] = []
     try:
-        doc = yaml.load(text, Loader=_Loader)
+        doc = yaml.load(text, Loader=YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -25,8 +25,15 @@ LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
 RouteStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
 
 
+_WORKFLOW_ID_PREFIX = "sluice-exec-"
+
+
 def workflow_id_for(execution_id: str) -> str:
-    return f"sluice-exec-{execution_id}"
+    return f"{_WORKFLOW_ID_PREFIX}{execution_id}"
+
+
+def execution_id_of(workflow_id: str) -> str:
+    return workflow_id.removeprefix(_WORKFLOW_ID_PREFIX)
 
 
 class SpillRef(BaseModel):

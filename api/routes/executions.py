@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import ServicesDep
+from api.deps import Services, ServicesDep
 from api.schemas import (
     ErrorResponse,
     ExecutionConfigResponse,
@@ -65,8 +65,8 @@ async def list_executions(
             tag=tag,
             trigger=trigger,
             parent_execution_id=str(parent_execution_id) if parent_execution_id else None,
-            created_from=_aware(from_),
-            created_to=_aware(to),
+            created_from=as_utc(from_),
+            created_to=as_utc(to),
         ),
         sort=sort,
         order=order,
@@ -160,7 +160,7 @@ async def get_execution_logs(
             record,
             route=route,
             level=level,
-            since=_aware(since),
+            since=as_utc(since),
             log_data=lambda row: _entry(row).model_dump(mode="json"),
             status_data=lambda r: {
                 "status": r.status,
@@ -169,7 +169,7 @@ async def get_execution_logs(
             },
         )
     rows = await services.logs.fetch(
-        record.id, route=route, level=level, since=_aware(since), after_id=after_id, limit=limit
+        record.id, route=route, level=level, since=as_utc(since), after_id=after_id, limit=limit
     )
     return ExecutionLogsResponse(
         execution_id=UUID(record.id),
@@ -192,7 +192,7 @@ async def export_execution_logs(
 
 
 def export_logs(
-    services: ServicesDep, record: ExecutionRecord, *, format: str, route: str | None, level: str | None
+    services: Services, record: ExecutionRecord, *, format: str, route: str | None, level: str | None
 ) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         first = True
@@ -236,7 +236,3 @@ def _entry(row: ExecutionLogRecord) -> LogEntryResponse:
         event=row.event,
         correlation_id=row.correlation_id,
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return as_utc(value)

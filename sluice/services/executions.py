@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import yaml
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     WithStartWorkflowOperation,
@@ -172,12 +171,13 @@ class ExecutionService:
         tag = validate_tag(tag)
         client = await self.gateway.client()
         now = utcnow()
+        config_hash = pipeline.config_hash()
         record = ExecutionRecord(
             id=execution_id,
             config_id=config_id,
             config_version=config_version,
             config_yaml=yaml_text,
-            config_hash=pipeline.config_hash(),
+            config_hash=config_hash,
             pipeline=pipeline.name,
             namespace=pipeline.namespace,
             layer=pipeline.layer,
@@ -240,7 +240,7 @@ class ExecutionService:
         workflow_input = ExecutionInput(
             execution_id=execution_id,
             pipeline=pipeline,
-            config_hash=pipeline.config_hash(),
+            config_hash=config_hash,
             init_message=init_message,
             init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
             replay=replay,
@@ -289,15 +289,10 @@ class ExecutionService:
 
     async def _discard(self, execution_id: str) -> None:
         async with self.sessions() as session:
-            record = await session.get(ExecutionRecord, execution_id)
-            if record is not None:
-                await session.delete(record)
-            for row in (
-                await session.exec(
-                    select(ExecutionLogRecord).where(ExecutionLogRecord.execution_id == execution_id)
-                )
-            ).all():
-                await session.delete(row)
+            await session.exec(
+                delete(ExecutionLogRecord).where(ExecutionLogRecord.execution_id == execution_id)
+            )  # type: ignore[call-overload]
+            await session.exec(delete(ExecutionRecord).where(ExecutionRecord.id == execution_id))  # type: ignore[call-overload]
             await session.commit()
 
     # -- read --------------------------------------------------------------------------------
@@ -424,7 +419,7 @@ class ExecutionService:
             for r in rows
         ]
         if not routes:
-            pipeline = PipelineConfig.model_validate(yaml.safe_load(record.config_yaml))
+            pipeline = PipelineConfig.from_snapshot(record.config_yaml)
             routes = [RouteProgress(route=r.name, position=i) for i, r in enumerate(pipeline.routes)]
         return record, routes
 

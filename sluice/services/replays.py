@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import yaml
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.db.models import ExecutionRecord
@@ -80,7 +80,8 @@ class ReplayService:
             )
         stage = _relative(from_stage, "from_stage")
         path = _relative(from_path, "from_path") if from_path else None
-        await self._check_stage(parent, stage)
+        chain = await ancestry(self.sessions, parent.id)
+        await self._check_stage(parent, stage, chain)
         spec = ReplaySpec(
             source_execution_id=parent.id,
             from_stage=stage,
@@ -88,7 +89,7 @@ class ReplayService:
             to_route=to_route,
             replay_source=replay_source,
             replay_batch_id=str(uuid7()),
-            keys=await self._manual_keys(parent, stage, from_path, metadata)
+            keys=await self._manual_keys(parent, stage, from_path, metadata, chain)
             if replay_source == "manual"
             else None,
             metadata={k: v for k, v in (metadata or {}).items() if k != "keys"} or None,
@@ -118,8 +119,7 @@ class ReplayService:
             from_path=from_path,
             trigger="detached-replay",
         )
-        pipeline = PipelineConfig.model_validate(yaml.safe_load(record.config_yaml))
-        route = pipeline.route(to_route)
+        route = PipelineConfig.from_snapshot(record.config_yaml).route(to_route)
         stats = record.replay or {}
         if "objects_found" not in stats:
             refreshed = await self.executions.get(record.id)
@@ -145,15 +145,17 @@ class ReplayService:
         except NotFoundError:
             return parent.config_yaml, parent.config_id, parent.config_version
 
-    async def _check_stage(self, parent: ExecutionRecord, stage: str) -> None:
+    async def _check_stage(self, parent: ExecutionRecord, stage: str, chain: list[str]) -> None:
         declared: set[str] = set()
-        for execution_id in await ancestry(self.sessions, parent.id):
-            async with self.sessions() as session:
-                record = await session.get(ExecutionRecord, execution_id)
-            if record is None:
-                continue
+        async with self.sessions() as session:
+            snapshots = (
+                await session.exec(
+                    select(ExecutionRecord.config_yaml).where(col(ExecutionRecord.id).in_(chain))
+                )
+            ).all()
+        for yaml_text in snapshots:
             try:
-                snapshot = PipelineConfig.model_validate(yaml.safe_load(record.config_yaml))
+                snapshot = PipelineConfig.from_snapshot(yaml_text)
             except Exception:
                 continue
             declared |= {r.stage for r in snapshot.routes if r.stage}
@@ -165,17 +167,17 @@ class ReplayService:
             )
 
     async def _manual_keys(
-        self, parent: ExecutionRecord, stage: str, from_path: str | None, metadata: dict[str, Any] | None
+        self,
+        parent: ExecutionRecord,
+        stage: str,
+        from_path: str | None,
+        metadata: dict[str, Any] | None,
+        chain: list[str],
     ) -> list[str]:
         raw = (metadata or {}).get("keys")
         if raw is None:
             raw = [from_path] if from_path else []
-        if not isinstance(raw, list) or not all(isinstance(k, str) and k for k in raw):
-            raise InvalidArgumentError(
-                "manual replay needs object keys: `metadata.keys` (a list) or `from_path` (one key)",
-                error_code="INVALID_KEYS",
-            )
-        if not raw:
+        if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k for k in raw):
             raise InvalidArgumentError(
                 "manual replay needs object keys: `metadata.keys` (a list) or `from_path` (one key)",
                 error_code="INVALID_KEYS",
@@ -185,7 +187,7 @@ class ReplayService:
                 f"manual replay takes at most {MAX_MANUAL_KEYS} keys; use the storage or lineage source for more",
                 error_code="TOO_MANY_KEYS",
             )
-        allowed = [f"{e}/{stage}/" for e in await ancestry(self.sessions, parent.id)]
+        allowed = [f"{e}/{stage}/" for e in chain]
         keys: list[str] = []
         for item in dict.fromkeys(raw):
             try:
