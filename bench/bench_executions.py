@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -52,12 +51,11 @@ from bench.stack import (  # noqa: E402
     bench_stack,
     cancel_on_sigterm,
     isolated_run,
-    json_safe,
     log,
     process_cpu,
+    run_main,
     temporal_version,
     until_stack_fails,
-    write_report,
 )
 
 SLUICE_QUEUE = "sluice-bench"
@@ -442,22 +440,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        report = asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        return 130
-    except asyncio.CancelledError:
-        log("bench: terminated")
-        return 143
-    out = write_report(report, "executions")
-    if args.json:
-        print(json.dumps(json_safe(report), indent=2))
-    else:
-        print(render(report))
-        print(f"\n(JSON: {out.relative_to(REPO)})")
-    return 0
+    return run_main(main_async, render, parse_args(argv), "executions")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import platform
@@ -57,14 +56,13 @@ from bench.stack import (  # noqa: E402
     bench_stack,
     cancel_on_sigterm,
     isolated_run,
-    json_safe,
     log,
     memory_kib,
     process_cpu,
     reset_peak_rss,
+    run_main,
     temporal_version,
     until_stack_fails,
-    write_report,
 )
 from sluice.pipeline_config import RouteConfig  # noqa: E402
 from sluice.workflow_io import RUN_ROUTE, workflow_id_for  # noqa: E402
@@ -666,22 +664,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        report = asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        log("bench: interrupted")
-        return 130
-    except asyncio.CancelledError:
-        log("bench: terminated")
-        return 143
-    out = write_report(report, "replay")
-    if args.json:
-        print(json.dumps(json_safe(report), indent=2))
-    else:
-        print(render(report))
-        print(f"\n(JSON: {out.relative_to(REPO)})")
-    return 0
+    return run_main(main_async, render, parse_args(argv), "replay")
 
 
 if __name__ == "__main__":

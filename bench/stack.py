@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +34,17 @@ import uvicorn  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from sluice.db.engine import create_engine  # noqa: E402
-from sluice.db.migrate import upgrade  # noqa: E402
-from sluice.devstack import child_env, free_port, serve_in_background  # noqa: E402
+from sluice.db.migrate import upgrade_database  # noqa: E402
+from sluice.devstack import (  # noqa: E402
+    WORKER_COMMAND,
+    child_env,
+    free_port,
+    serve_in_background,
+    temporal_dev_command,
+    wait_for_temporal,
+)
 from sluice.settings import Settings  # noqa: E402
-from sluice.temporal import connect, dev_server_args, temporal_cli_path  # noqa: E402
+from sluice.temporal import temporal_cli_path  # noqa: E402
 
 RESULTS_DIR = REPO / "bench" / "results"
 RAW_QUEUE = "bench-raw"
@@ -189,48 +195,11 @@ async def bench_stack(
             )
 
     try:
-        db_args = ["--db-filename", str(tmp / "temporal.db")] if temporal_db == "file" else []
-        temporal = spawn(
-            [
-                temporal_cli_path(),
-                "server",
-                "start-dev",
-                *db_args,
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(temporal_port),
-                "--ui-port",
-                str(ui_port),
-                "--namespace",
-                settings.temporal_namespace,
-                "--log-level",
-                "warn",
-                *dev_server_args(),
-            ],
-            None,
-            "temporal",
-        )
-        client: Client | None = None
-        for _ in range(300):
-            if temporal.poll() is not None:
-                raise RuntimeError(f"the Temporal dev server exited:\n{tail(logs['temporal'])}")
-            try:
-                client = await connect(settings)
-                break
-            except ConnectionError:
-                await asyncio.sleep(0.1)
-        if client is None:
-            raise RuntimeError(f"the Temporal dev server did not answer in 30s:\n{tail(logs['temporal'])}")
-        engine = create_engine(settings)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-        sluice_worker = spawn(
-            [sys.executable, "-m", "sluice.cli", "worker"], child_env(settings), "sluice-worker"
-        )
+        db_file = tmp / "temporal.db" if temporal_db == "file" else None
+        temporal = spawn(temporal_dev_command(settings, temporal_port, ui_port, db_file), None, "temporal")
+        client = await wait_for_temporal(temporal, settings, logs["temporal"])
+        await upgrade_database(settings)
+        sluice_worker = spawn(WORKER_COMMAND, child_env(settings), "sluice-worker")
         raw_env = dict(os.environ)
         raw_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), raw_env.get("PYTHONPATH")]))
         raw_env["PYTHONUNBUFFERED"] = "1"
@@ -342,3 +311,27 @@ def write_report(report: dict[str, Any], name: str) -> Path:
     out = RESULTS_DIR / f"{name}-{stamp}.json"
     out.write_text(json.dumps(json_safe(report), indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def run_main(
+    main_async: Callable[[Any], Awaitable[dict[str, Any]]],
+    render: Callable[[dict[str, Any]], str],
+    args: Any,
+    name: str,
+) -> int:
+    """Run a benchmark, write its JSON report, print the table (or the JSON with --json)."""
+    try:
+        report = asyncio.run(main_async(args))
+    except KeyboardInterrupt:
+        log("bench: interrupted")
+        return 130
+    except asyncio.CancelledError:
+        log("bench: terminated")
+        return 143
+    out = write_report(report, name)
+    if args.json:
+        print(json.dumps(json_safe(report), indent=2))
+    else:
+        print(render(report))
+        print(f"\n(JSON: {out.relative_to(REPO)})")
+    return 0

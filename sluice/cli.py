@@ -427,18 +427,9 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from sluice.db.engine import create_engine
-    from sluice.db.migrate import current_revision, upgrade
+    from sluice.db.migrate import upgrade_database
 
-    async def main() -> str | None:
-        engine = create_engine(settings)
-        try:
-            await upgrade(engine)
-            return await current_revision(engine)
-        finally:
-            await engine.dispose()
-
-    print(f"database at revision {asyncio.run(main())}")
+    print(f"database at revision {asyncio.run(upgrade_database(settings))}")
     return 0
 
 

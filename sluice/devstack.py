@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from temporalio.client import Client
 
-from sluice.db.engine import create_engine
-from sluice.db.migrate import upgrade
+from sluice.db.migrate import upgrade_database
 from sluice.settings import Settings
 from sluice.temporal import connect, dev_server_args, temporal_cli_path
 
@@ -36,6 +36,43 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+# -P: the working directory must not shadow installed packages.
+WORKER_COMMAND = [sys.executable, "-P", "-m", "sluice.cli", "worker"]
+
+
+def temporal_dev_command(settings: Settings, port: int, ui_port: int, db_file: Path | None) -> list[str]:
+    """`temporal server start-dev` on loopback with Sluice's search attributes; no db_file: in memory."""
+    return [
+        temporal_cli_path(),
+        "server",
+        "start-dev",
+        *(["--db-filename", str(db_file)] if db_file else []),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+        *dev_server_args(),
+    ]
+
+
+async def wait_for_temporal(proc: subprocess.Popen[bytes], settings: Settings, log: Path) -> Client:
+    """Connect once the dev server answers; fail fast (with its log) if it exits or stays silent."""
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise StackError(f"the Temporal dev server exited ({proc.returncode}):\n{_tail(log)}")
+        try:
+            return await connect(settings)
+        except ConnectionError:
+            await asyncio.sleep(0.1)
+    raise StackError(f"the Temporal dev server did not answer within 30s:\n{_tail(log)}")
 
 
 @dataclass
@@ -117,51 +154,16 @@ async def embedded_stack(
     try:
         with temporal_log.open("ab") as log_fh:
             temporal = subprocess.Popen(  # noqa: ASYNC220 - spawning does not block
-                [
-                    temporal_cli_path(),
-                    "server",
-                    "start-dev",
-                    "--db-filename",
-                    str(data_dir / "temporal.db"),
-                    "--ip",
-                    "127.0.0.1",
-                    "--port",
-                    str(ports.temporal),
-                    "--ui-port",
-                    str(ports.ui),
-                    "--namespace",
-                    settings.temporal_namespace,
-                    "--log-level",
-                    "warn",
-                    *dev_server_args(),
-                ],
+                temporal_dev_command(settings, ports.temporal, ports.ui, data_dir / "temporal.db"),
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        client = None
-        for _ in range(300):
-            if temporal.poll() is not None:
-                raise StackError(
-                    f"the Temporal dev server exited ({temporal.returncode}):\n{_tail(temporal_log)}"
-                )
-            try:
-                client = await connect(settings)
-                break
-            except ConnectionError:
-                await asyncio.sleep(0.1)
-        if client is None:
-            raise StackError(f"the Temporal dev server did not answer within 30s:\n{_tail(temporal_log)}")
-
-        engine = create_engine(settings)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
+        client = await wait_for_temporal(temporal, settings, temporal_log)
+        await upgrade_database(settings)
         with worker_log.open("ab") as log_fh:
             worker = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-P", "-m", "sluice.cli", "worker"],  # -P: the cwd must not shadow packages
+                WORKER_COMMAND,
                 env=child_env(settings),
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,

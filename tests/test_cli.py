@@ -90,6 +90,24 @@ async def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float =
     raise AssertionError("sluice dev did not come up")
 
 
+async def _run_example(http: httpx.AsyncClient) -> dict:
+    """Store and run the docs-ingest example through the API; the execution once it stops running."""
+    config = (
+        await http.post(
+            "/api/v1/configs", content=EXAMPLE.read_text(), headers={"Content-Type": "application/yaml"}
+        )
+    ).json()
+    run = (
+        await http.post(f"/api/v1/configs/{config['id']}/run", json={"base_dir": str(EXAMPLE.parent)})
+    ).json()
+    for _ in range(300):
+        body = (await http.get(f"/api/v1/executions/{run['id']}")).json()
+        if body["status"] != "running":
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"execution {run['id']} still running after 30s")
+
+
 async def test_dev_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
     api, temporal, ui = free_port(), free_port(), free_port()
     cmd = [
@@ -111,22 +129,8 @@ async def test_dev_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
         await _wait_health(url, first)
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             assert (await http.get(f"http://127.0.0.1:{ui}/")).status_code == 200  # the Temporal Web UI
-            config = (
-                await http.post(
-                    "/api/v1/configs",
-                    content=EXAMPLE.read_text(),
-                    headers={"Content-Type": "application/yaml"},
-                )
-            ).json()
-            run = (
-                await http.post(f"/api/v1/configs/{config['id']}/run", json={"base_dir": str(EXAMPLE.parent)})
-            ).json()
-            for _ in range(300):
-                status = (await http.get(f"/api/v1/executions/{run['id']}")).json()["status"]
-                if status != "running":
-                    break
-                await asyncio.sleep(0.1)
-            assert status == "completed"
+            run = await _run_example(http)
+            assert run["status"] == "completed", run
     finally:
         first.send_signal(signal.SIGINT)  # what Ctrl-C sends
         out, _ = await asyncio.to_thread(first.communicate, timeout=60)
@@ -204,22 +208,8 @@ async def test_api_and_worker_run_separately_against_existing_temporal(
         await _wait_health(url, api)
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             assert (await http.get("/ready")).json() == {"status": "ok", "database": "ok", "temporal": "ok"}
-            config = (
-                await http.post(
-                    "/api/v1/configs",
-                    content=EXAMPLE.read_text(),
-                    headers={"Content-Type": "application/yaml"},
-                )
-            ).json()
-            run = (
-                await http.post(f"/api/v1/configs/{config['id']}/run", json={"base_dir": str(EXAMPLE.parent)})
-            ).json()
-            for _ in range(300):
-                body = (await http.get(f"/api/v1/executions/{run['id']}")).json()
-                if body["status"] != "running":
-                    break
-                await asyncio.sleep(0.1)
-            assert body["status"] == "completed", body
+            run = await _run_example(http)
+            assert run["status"] == "completed", run
         assert (tmp_path / "objects" / run["id"] / "index" / "manifest.json").is_file()
     finally:
         for proc in (api, worker):
