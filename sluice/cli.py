@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -278,28 +279,26 @@ async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argpa
                 print("\ncancelling...", file=sys.stderr, flush=True)
                 await http.post(f"/api/v1/executions/{execution_id}/cancel", timeout=120)
                 cancelled = True
-            routes = (await http.get(f"/api/v1/executions/{execution_id}/routes")).json()
-            lines = _progress_lines(routes["routes"])
+            progress = (await http.get(f"/api/v1/executions/{execution_id}/routes")).json()
+            lines = _progress_lines(progress["routes"])
             if lines != last_lines:
-                if live and last_lines:
+                if live and last_lines:  # redraw the table in place on a terminal
                     sys.stderr.write(f"\x1b[{len(last_lines)}F\x1b[J")
-                if live or not last_lines or lines != last_lines:
-                    sys.stderr.write("\n".join(lines) + "\n")
-                    sys.stderr.flush()
+                sys.stderr.write("\n".join(lines) + "\n")
+                sys.stderr.flush()
                 last_lines = lines
-            if routes["status"] != "running":
+            if progress["status"] != "running":
                 break
-            try:
-                await asyncio.wait_for(stop.wait(), 0.3 if not stop.is_set() else 0.5)
-            except TimeoutError:
-                pass
             if stop.is_set():
                 await asyncio.sleep(0.3)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.3)  # Ctrl-C wakes the loop at once
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     final = (await http.get(f"/api/v1/executions/{execution_id}")).json()
-    routes = (await http.get(f"/api/v1/executions/{execution_id}/routes")).json()["routes"]
+    routes = progress["routes"]
     if args.json:
         print(json.dumps({**final, "routes": routes}, indent=2))
     _print_summary(final, routes)
