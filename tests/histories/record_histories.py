@@ -1,0 +1,131 @@
+"""Record the workflow histories that `tests/test_workflow_replay.py` replays.
+
+Not collected by the suite (the name does not match `test_*.py`). Re-record only when a history
+should change on purpose, e.g. a new representative scenario, never to make a failing replay pass:
+a replay failure means running workflows would break.
+
+    SLUICE_RECORD_HISTORIES=1 .venv/bin/pytest -q tests/histories/record_histories.py
+
+Each scenario runs on the real stack (Temporal dev server, in-process worker, API over HTTP) and
+writes `tests/histories/<name>.json` (every run of a continued-as-new chain as `<name>.runN.json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from tests.conftest import Stack
+
+HERE = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("SLUICE_RECORD_HISTORIES"), reason="set SLUICE_RECORD_HISTORIES=1 to re-record"
+)
+
+LINEAR_COLLECT = """
+name: linear
+init_message: {route: load, payload: {count: 3}}
+routes:
+  - {name: load, handler: tests.handlers:fanout, stage: raw, next: [upper, copy]}
+  - {name: upper, handler: tests.handlers:sync_upper, stage: upper, next: [index]}
+  - {name: copy, handler: tests.handlers:copy, stage: copied, batch_size: 2, next: [index]}
+  - {name: index, handler: noop, collect: true}
+"""
+
+SPILL = """
+name: spill
+init_message: {route: load, payload: {count: 400}}
+routes:
+  - {name: load, handler: tests.handlers:fanout, stage: raw, next: [copy]}
+  - {name: copy, handler: tests.handlers:copy, stage: copied, batch_size: 25, concurrency: 3}
+"""
+
+RETRY_THEN_FAIL = """
+name: retries
+init_message: {route: flaky, payload: {}}
+routes:
+  - name: flaky
+    handler: tests.handlers:flaky
+    stage: out
+    next: [fail]
+    params: {succeed_on: 2}
+    retry: {max_attempts: 3, backoff: 100ms}
+  - name: fail
+    handler: tests.handlers:always_fail
+    retry: {max_attempts: 2, backoff: 100ms}
+"""
+
+SLOW = """
+name: slow
+init_message: {route: wait, payload: {}}
+routes:
+  - {name: wait, handler: tests.handlers:slow, stage: out, heartbeat_timeout: 1s}
+"""
+
+
+async def _save(stack: Stack, name: str, execution_id: str) -> None:
+    workflow_id = f"sluice-exec-{execution_id}"
+    handle = stack.temporal.get_workflow_handle(workflow_id)
+    run_ids: list[str] = []
+    async for wf in stack.temporal.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        run_ids.append(wf.run_id)
+    # Visibility is eventually consistent: fall back to the latest run alone.
+    if not run_ids:
+        run_ids = [(await handle.describe()).run_id]
+    run_ids.reverse()  # oldest first
+    for i, run_id in enumerate(run_ids):
+        history = await stack.temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        suffix = f".run{i + 1}" if len(run_ids) > 1 else ""
+        (HERE / f"{name}{suffix}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+
+
+async def _finished(stack: Stack, execution_id: str) -> dict:
+    """The record is final, and so is the workflow (it closes just after recording)."""
+    body = await stack.wait(execution_id, timeout=120)
+    handle = stack.temporal.get_workflow_handle(f"sluice-exec-{execution_id}")
+    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        await asyncio.sleep(0.1)
+    return body
+
+
+async def test_record(make_stack) -> None:
+    stack: Stack = await make_stack(activities_per_run=12)
+
+    linear = await stack.create_config(LINEAR_COLLECT)
+    run = (await stack.run(linear["id"])).json()
+    assert (await _finished(stack, run["id"]))["status"] == "completed"
+    await _save(stack, "linear_collect", run["id"])
+
+    spill = await stack.create_config(SPILL)
+    spill_run = (await stack.run(spill["id"])).json()
+    assert (await _finished(stack, spill_run["id"]))["status"] == "completed"
+    await asyncio.sleep(2)  # let visibility list every run of the chain
+    await _save(stack, "spill_continue_as_new", spill_run["id"])
+
+    replay = await stack.http.post(
+        "/api/v1/replay",
+        json={"from_execution_id": run["id"], "from_stage": "raw", "to_route": "copy"},
+    )
+    assert replay.status_code == 200, replay.text
+    replay_id = replay.json()["execution_id"]
+    assert (await _finished(stack, replay_id))["status"] == "completed"
+    await _save(stack, "detached_replay", replay_id)
+
+    retries = await stack.create_config(RETRY_THEN_FAIL)
+    failed = (await stack.run(retries["id"])).json()
+    assert (await _finished(stack, failed["id"]))["status"] == "failed"
+    await _save(stack, "retry_then_fail", failed["id"])
+
+    slow = await stack.create_config(SLOW)
+    slow_run = (await stack.run(slow["id"])).json()
+    await asyncio.sleep(1.5)
+    cancel = await stack.http.post(f"/api/v1/executions/{slow_run['id']}/cancel")
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "cancelled"
+    await _save(stack, "cancelled", slow_run["id"])
