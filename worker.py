@@ -4,7 +4,7 @@ Reads SLUICE_TEMPORAL_ADDRESS, SLUICE_DATABASE_URL and SLUICE_STORAGE_URL; start
 machine to scale out.
 """
 
-from sluice.worker_runtime import main
+from sluice.runtime.worker import main
 
 if __name__ == "__main__":
     main()

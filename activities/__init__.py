@@ -6,10 +6,10 @@
 from collections.abc import Callable
 from typing import Any
 
-from activities.deps import ActivityDeps
-from activities.records import RecordActivities
-from activities.replay import ReplayActivities
-from activities.routes import RouteActivities
+from sluice.activities.deps import ActivityDeps
+from sluice.activities.records import RecordActivities
+from sluice.activities.replay import ReplayActivities
+from sluice.activities.routes import RouteActivities
 
 
 def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:

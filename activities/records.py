@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from sluice.activities.deps import ActivityDeps
 from sqlmodel import select
 from temporalio import activity
 
-from activities.deps import ActivityDeps
 from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
 from sluice.db.models import ExecutionRecord, RouteRunRecord
 from sluice.workflow_io import FINALIZE_EXECUTION, FinalizeInput

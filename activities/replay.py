@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 
-from activities.deps import ActivityDeps
 from sluice.db.events import REPLAY_PUBLISHED, lifecycle
 from sluice.db.models import ExecutionRecord, LineageRecord
 from sluice.db.upsert import insert_ignore

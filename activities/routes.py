@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deps import ActivityDeps
 from sluice.db.models import ExecutionLogRecord, LineageRecord
 from sluice.db.upsert import insert_ignore
 from sluice.errors import NonRetryableHandlerError

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sluice.api.deps import Services
+from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
+from sluice.api.routes import configs, executions, health, replay, runs, ws
 from temporalio.client import Client
 
-from api.deps import Services
-from api.errors import CorrelationIdMiddleware, install_error_handlers
-from api.routes import configs, executions, health, replay, runs, ws
 from sluice import __version__
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade

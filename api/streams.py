@@ -14,8 +14,8 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from sluice.api.deps import Services
 
-from api.deps import Services
 from sluice.db.events import EXECUTION_FINISHED
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, as_utc
 from sluice.services.executions import TERMINAL

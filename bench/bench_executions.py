@@ -2,9 +2,9 @@
 
     python bench/bench_executions.py [-n N] [-m M] [-c C] [-r ROUNDS] [--temporal-db file|memory] [--json]
 
-Stack, started the way `sluice dev` does it (mirrors sluice.devstack.embedded_stack): a `temporal
+Stack, started the way `sluice dev` does it (mirrors sluice.runtime.devstack.embedded_stack): a `temporal
 server start-dev` subprocess with a SQLite file in a temp dir (`--temporal-db memory` drops the
-file), the Sluice worker as a subprocess (`python -m sluice.cli worker`) and the Sluice API
+file), the Sluice worker as a subprocess (`python -m sluice.runtime.cli worker`) and the Sluice API
 (uvicorn) in this process. The raw baseline runs its own worker subprocess
 (`python -m bench.raw_worker`) against the same Temporal server.
 
@@ -87,9 +87,9 @@ def arrangement(temporal_db: str) -> str:
     )
     return (
         f"Temporal dev server subprocess (`temporal server start-dev`, {persistence}); Sluice worker "
-        "subprocess (`python -m sluice.cli worker`) and Sluice API (uvicorn, in the benchmark process; "
+        "subprocess (`python -m sluice.runtime.cli worker`) and Sluice API (uvicorn, in the benchmark process; "
         "SQLite DB and local-file storage in the temp dir) started like `sluice dev` "
-        "(sluice.devstack.embedded_stack), triggered over HTTP with httpx. Raw baseline: its own "
+        "(sluice.runtime.devstack.embedded_stack), triggered over HTTP with httpx. Raw baseline: its own "
         "worker subprocess (`python -m bench.raw_worker`, same max_concurrent_activities, pydantic "
         "converter) on the same server, triggered with client.start_workflow. Completion for both: "
         "Temporal workflow result (handle.result()), no polling."

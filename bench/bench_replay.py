@@ -154,7 +154,7 @@ def arrangement(temporal_db: str) -> str:
     )
     return (
         f"Temporal dev server subprocess (`temporal server start-dev`, {persistence}); Sluice worker "
-        "subprocess (`python -m sluice.cli worker`) and Sluice API (uvicorn, in the benchmark process; "
+        "subprocess (`python -m sluice.runtime.cli worker`) and Sluice API (uvicorn, in the benchmark process; "
         "SQLite DB and local-file storage in the temp dir) started like `sluice dev`; replays triggered "
         "with POST /api/v1/replay over HTTP (httpx). Raw baseline: its own worker subprocess "
         "(`python -m bench.raw_worker`, same max_concurrent_activities, pydantic converter) on the same "

@@ -1,6 +1,6 @@
 """The benchmarks' shared stack and bookkeeping (used by bench_executions.py and bench_replay.py).
 
-`bench_stack` starts what `sluice dev` starts (mirrors sluice.devstack.embedded_stack): a Temporal
+`bench_stack` starts what `sluice dev` starts (mirrors sluice.runtime.devstack.embedded_stack): a Temporal
 dev server subprocess, the Sluice worker subprocess and the API (uvicorn) in this process, plus the
 raw-Temporal baseline's worker subprocess (`python -m bench.raw_worker`) on the same server.
 Everything is stopped on exit, also on errors and cancellation. `isolated_run` gives a run a temp
@@ -31,11 +31,11 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from sluice.api.app import create_app  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
-from api.app import create_app  # noqa: E402
 from sluice.db.migrate import upgrade_database  # noqa: E402
-from sluice.devstack import (  # noqa: E402
+from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,
     child_env,
     free_port,
@@ -167,10 +167,10 @@ async def bench_stack(
     raw_queue: str = RAW_QUEUE,
     http_timeout: float = 60.0,
 ) -> AsyncIterator[Stack]:
-    """The `sluice dev` stack (mirrors sluice.devstack.embedded_stack) plus the raw worker.
+    """The `sluice dev` stack (mirrors sluice.runtime.devstack.embedded_stack) plus the raw worker.
 
     Temporal dev server subprocess (SQLite file in `tmp` unless temporal_db == "memory"), database
-    migrations, the Sluice worker subprocess (`python -m sluice.cli worker`, environment from
+    migrations, the Sluice worker subprocess (`python -m sluice.runtime.cli worker`, environment from
     devstack.child_env), the raw worker subprocess, and the API served by uvicorn in this process.
     Everything is stopped on exit, also on errors and cancellation.
     """

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sluice.devstack import free_port, port_in_use
+from sluice.runtime.devstack import free_port, port_in_use
 from tests.conftest import REPO
 
 EXAMPLE = REPO / "examples" / "docs-ingest" / "pipeline.yaml"
-SLUICE = [sys.executable, "-m", "sluice.cli"]
+SLUICE = [sys.executable, "-m", "sluice"]
 
 
 def env() -> dict[str, str]:

@@ -137,14 +137,14 @@ def host_port(address: str) -> tuple[str, int]:
 
 
 def sluice_subcommands() -> set[str]:
-    """Subcommands of the real `sluice` CLI (skips while sluice.cli is not importable yet)."""
+    """Subcommands of the real `sluice` CLI (skips while sluice.runtime.cli is not importable yet)."""
     try:
-        cli = importlib.import_module("sluice.cli")
+        cli = importlib.import_module("sluice.runtime.cli")
     except ImportError as exc:
-        pytest.skip(f"sluice.cli is not importable yet: {exc}")
+        pytest.skip(f"sluice.runtime.cli is not importable yet: {exc}")
     build_parser = getattr(cli, "build_parser", None)
     if build_parser is None:
-        pytest.skip("sluice.cli has no build_parser() yet")
+        pytest.skip("sluice.runtime.cli has no build_parser() yet")
     parser = build_parser()
     return {
         choice

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.devstack import child_env
+from sluice.runtime.devstack import child_env
 from tests.conftest import REPO, Stack, StackFactory
 
 PIPELINE = """

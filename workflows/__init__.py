@@ -1,6 +1,6 @@
 """Deterministic workflow code only. Export WORKFLOWS for the worker factory."""
 
-from workflows.execution import ExecutionWorkflow
+from sluice.workflows.execution import ExecutionWorkflow
 
 WORKFLOWS = [ExecutionWorkflow]
 

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
-
-from api.body import YAML_BODY_OPENAPI, read_yaml_body
-from api.deps import ServicesDep
-from api.schemas import (
+from sluice.api.body import YAML_BODY_OPENAPI, read_yaml_body
+from sluice.api.deps import ServicesDep
+from sluice.api.schemas import (
     ConfigListResponse,
     ConfigResponse,
     ConfigVersionResponse,
@@ -18,6 +17,7 @@ from api.schemas import (
     ValidationErrorResponse,
     ValidationReportResponse,
 )
+
 from sluice.validation import validate_yaml
 
 router = APIRouter(prefix="/api/v1/configs", tags=["configs"])

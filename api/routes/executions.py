@@ -9,9 +9,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-
-from api.deps import Services, ServicesDep
-from api.schemas import (
+from sluice.api.deps import Services, ServicesDep
+from sluice.api.schemas import (
     ErrorResponse,
     ExecutionConfigResponse,
     ExecutionListResponse,
@@ -22,7 +21,8 @@ from api.schemas import (
     LogEntryResponse,
     RouteRunResponse,
 )
-from api.streams import log_stream, wants_sse
+from sluice.api.streams import log_stream, wants_sse
+
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, as_utc
 from sluice.services.executions import ExecutionFilters
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from sluice.api.deps import ServicesDep
 from sqlalchemy import text
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from api.deps import ServicesDep
 from sluice import __version__
 
 router = APIRouter(tags=["health"])

@@ -6,9 +6,8 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-
-from api.deps import ServicesDep
-from api.schemas import (
+from sluice.api.deps import ServicesDep
+from sluice.api.schemas import (
     DetachedReplayRequest,
     DetachedReplayResponse,
     ErrorResponse,
@@ -18,6 +17,7 @@ from api.schemas import (
     LineageNode,
     LineageResponse,
 )
+
 from sluice.db.models import LineageRecord, as_utc
 
 router = APIRouter(tags=["replay"])

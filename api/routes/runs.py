@@ -13,10 +13,9 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
-
-from api.deps import ServicesDep
-from api.routes.executions import export_logs
-from api.schemas import (
+from sluice.api.deps import ServicesDep
+from sluice.api.routes.executions import export_logs
+from sluice.api.schemas import (
     ErrorResponse,
     NodeRunResponse,
     RunCancelledResponse,
@@ -27,7 +26,8 @@ from api.schemas import (
     RunLogsResponse,
     RunResponse,
 )
-from api.streams import log_stream, wants_sse
+from sluice.api.streams import log_stream, wants_sse
+
 from sluice.db.models import ExecutionRecord, as_utc
 from sluice.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, SluiceError
 from sluice.pipeline_config import NAME_PATTERN

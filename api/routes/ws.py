@@ -9,8 +9,8 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sluice.api.routes.runs import RUN_STATUS
 
-from api.routes.runs import RUN_STATUS
 from sluice.db.events import EXECUTION_FINISHED, EXECUTION_STARTED, REPLAY_PUBLISHED, ROUTE_FINISHED
 from sluice.db.models import ExecutionLogRecord, as_utc
 

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # -- dev ---------------------------------------------------------------------------------------
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from sluice.devstack import Ports, StackError, embedded_stack, serve_in_background
+    from sluice.runtime.devstack import Ports, StackError, embedded_stack, serve_in_background
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port)
 
@@ -156,7 +156,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if args.port is None and await _api_alive(DEFAULT_API):
             print(f"using the Sluice API already running at {DEFAULT_API}", file=sys.stderr)
             return await _run_via_api(DEFAULT_API, yaml_text, overrides, args)
-        from sluice.devstack import Ports, embedded_stack, serve_in_background
+        from sluice.runtime.devstack import Ports, embedded_stack, serve_in_background
 
         ports = Ports(
             api=args.port or _default_or_free(8080),
@@ -174,7 +174,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 server.should_exit = True
                 await task
 
-    from sluice.devstack import StackError
+    from sluice.runtime.devstack import StackError
 
     try:
         return asyncio.run(main())
@@ -186,7 +186,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _default_or_free(port: int) -> int:
-    from sluice.devstack import free_port, port_in_use
+    from sluice.runtime.devstack import free_port, port_in_use
 
     return free_port() if port_in_use(port) else port
 
@@ -361,8 +361,8 @@ def _print_report(report: dict[str, Any], file: Path | None) -> None:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from api.app import create_app
-    from sluice.devstack import serve_in_background
+    from sluice.api.app import create_app
+    from sluice.runtime.devstack import serve_in_background
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
@@ -391,7 +391,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from sluice.worker_runtime import run_worker
+    from sluice.runtime.worker import run_worker
 
     update: dict[str, Any] = {}
     if args.task_queue:

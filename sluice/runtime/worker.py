@@ -15,11 +15,11 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import ActivityDeps, build_activities
+from sluice.activities import ActivityDeps, build_activities
 from sluice.handlers.registry import add_import_paths, allow_modules
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
-from workflows import WORKFLOWS
+from sluice.workflows import WORKFLOWS
 
 log = logging.getLogger("sluice.worker")
 

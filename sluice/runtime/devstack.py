@@ -39,7 +39,7 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 # -P: the working directory must not shadow installed packages.
-WORKER_COMMAND = [sys.executable, "-P", "-m", "sluice.cli", "worker"]
+WORKER_COMMAND = [sys.executable, "-P", "-m", "sluice", "worker"]
 
 
 def temporal_dev_command(settings: Settings, port: int, ui_port: int, db_file: Path | None) -> list[str]:
@@ -170,7 +170,7 @@ async def embedded_stack(
                 stdin=subprocess.DEVNULL,
             )
 
-        from api.app import create_app
+        from sluice.api.app import create_app
 
         app = create_app(settings, temporal_client=client)
         server = uvicorn.Server(
