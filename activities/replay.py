@@ -7,17 +7,16 @@ size costs the workflow one small result.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 
 from sluice.db.events import REPLAY_PUBLISHED, lifecycle
-from sluice.db.models import ExecutionRecord, LineageRecord
-from sluice.db.upsert import insert_ignore
+from sluice.db.models import ExecutionRecord
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
 from sluice.replay_sources import candidate_keys
+from sluice.services.lineage import Emission, record_lineage
 from sluice.spill import spill_prefix, write_spill
 from sluice.storage.keys import stage_prefix, validate_key
 from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec, execution_id_of
@@ -37,7 +36,7 @@ class ReplayActivities:
         execution_id = execution_id_of(info.workflow_id)
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
-        lineage: list[dict[str, Any]] = []
+        lineage: list[Emission] = []
 
         async def messages() -> AsyncIterator[Message]:
             async for chunk in _chunks(
@@ -56,19 +55,18 @@ class ReplayActivities:
                     counts["published"] += 1
                     correlation_id = derived_id(spec.replay_batch_id, key)
                     lineage.append(
-                        {
-                            "correlation_id": correlation_id,
-                            "execution_id": execution_id,
-                            "parent_correlation_id": None,
-                            "route": spec.to_route,
-                            "source_route": None,
-                            "stage": spec.from_stage,
-                            "object_key": key,
-                            "replay_batch_id": spec.replay_batch_id,
-                        }
+                        Emission(
+                            correlation_id=correlation_id,
+                            parent_correlation_id=None,
+                            route=spec.to_route,
+                            source_route=None,
+                            stage=spec.from_stage,
+                            object_key=key,
+                            replay_batch_id=spec.replay_batch_id,
+                        )
                     )
                     if len(lineage) >= LINEAGE_CHUNK:
-                        await self._insert_lineage(lineage)
+                        await self._insert_lineage(execution_id, lineage)
                     yield Message(
                         payload={
                             "object_key": key,
@@ -90,7 +88,7 @@ class ReplayActivities:
             messages(),
             spec.page_size,
         )
-        await self._insert_lineage(lineage)
+        await self._insert_lineage(execution_id, lineage)
         listing = ReplayListing(
             objects_found=counts["found"],
             objects_published=counts["published"],
@@ -101,12 +99,8 @@ class ReplayActivities:
         await self._record(execution_id, spec, listing)
         return listing
 
-    async def _insert_lineage(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        async with self.deps.sessions() as session:
-            await insert_ignore(session, LineageRecord, rows)
-            await session.commit()
+    async def _insert_lineage(self, execution_id: str, rows: list[Emission]) -> None:
+        await record_lineage(self.deps.sessions, execution_id, rows)
         rows.clear()
 
     async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:
@@ -117,10 +111,7 @@ class ReplayActivities:
                 record.replay = {
                     **(record.replay or {}),
                     "replay_batch_id": spec.replay_batch_id,
-                    "objects_found": listing.objects_found,
-                    "objects_published": listing.objects_published,
-                    "objects_failed": listing.objects_failed,
-                    "errors": listing.errors,
+                    **listing.counts(),
                 }
                 session.add(record)
             session.add(

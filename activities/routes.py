@@ -14,18 +14,12 @@ from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from sluice.db.models import ExecutionLogRecord, LineageRecord
-from sluice.db.upsert import insert_ignore
-from sluice.errors import NonRetryableHandlerError
-from sluice.handlers.context import (
-    AsyncRouteContext,
-    BatchState,
-    HandlerUsageError,
-    LogEntry,
-    SyncRouteContext,
-)
-from sluice.handlers.registry import HandlerImportError, resolve_handler
+from sluice.db.models import ExecutionLogRecord
+from sluice.errors import NON_RETRYABLE_HANDLER_ERRORS
+from sluice.handlers.context import AsyncRouteContext, BatchState, LogEntry, SyncRouteContext
+from sluice.handlers.registry import resolve_handler
 from sluice.messages import Message
+from sluice.services.lineage import record_lineage
 from sluice.spill import load_batch, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.workflow_io import (
@@ -50,10 +44,6 @@ class RouteActivities:
     async def run_route(self, task: RouteTask) -> RouteResult:
         info = activity.info()
         route = task.route
-        try:
-            handler = resolve_handler(route.handler)
-        except HandlerImportError as exc:
-            raise ApplicationError(exc.message, type="HandlerImportError", non_retryable=True) from None
         state = BatchState(
             execution_id=task.execution_id,
             route=route.name,
@@ -67,6 +57,7 @@ class RouteActivities:
         )
         heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout, self._flush_logs))
         try:
+            handler = resolve_handler(route.handler)
             try:
                 messages = await load_batch(self.deps.storage, task.batch)
             except ObjectNotFoundError as exc:
@@ -75,7 +66,7 @@ class RouteActivities:
                 await self._invoke(handler, message, state)
                 state.processed += 1
             outputs = await self._pack_outputs(task, state)
-            await self._record_lineage(state)
+            await record_lineage(self.deps.sessions, state.execution_id, state.emissions)
             return RouteResult(
                 processed=state.processed,
                 objects_written=len(state.objects),
@@ -83,7 +74,7 @@ class RouteActivities:
                 attempt=info.attempt,
                 outputs=outputs,
             )
-        except (NonRetryableHandlerError, HandlerUsageError) as exc:
+        except NON_RETRYABLE_HANDLER_ERRORS as exc:
             state.logs.append(LogEntry("error", f"{type(exc).__name__}: {exc}", route.name, None))
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         except asyncio.CancelledError:
@@ -138,26 +129,6 @@ class RouteActivities:
             )
             outputs.append(RoutedOutput(route=target, spill=ref))
         return outputs
-
-    async def _record_lineage(self, state: BatchState) -> None:
-        if not state.emissions:
-            return
-        rows = [
-            {
-                "correlation_id": e.correlation_id,
-                "execution_id": state.execution_id,
-                "parent_correlation_id": e.parent_correlation_id,
-                "route": e.route,
-                "source_route": e.source_route,
-                "stage": e.stage,
-                "object_key": e.object_key,
-                "replay_batch_id": e.replay_batch_id,
-            }
-            for e in state.emissions
-        ]
-        async with self.deps.sessions() as session:
-            await insert_ignore(session, LineageRecord, rows)
-            await session.commit()
 
     async def _flush_logs(self, state: BatchState) -> None:
         if not state.logs:

@@ -11,14 +11,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sluice.api.deps import Services
 from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
-from sluice.api.routes import configs, executions, health, replay, runs, ws
+from sluice.api.routes import router
 from temporalio.client import Client
 
 from sluice import __version__
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
 from sluice.handlers.registry import add_import_paths, allow_modules
-from sluice.services import ConfigService, ExecutionService, TemporalGateway
+from sluice.services.configs import ConfigService
+from sluice.services.executions import ExecutionService
+from sluice.services.gateway import TemporalGateway
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
@@ -78,12 +80,7 @@ def create_app(
     )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(configs.router)
-    app.include_router(executions.router)
-    app.include_router(replay.router)
-    app.include_router(runs.router)
-    app.include_router(ws.router)
+    app.include_router(router)
     return app
 
 

@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from sluice.services import ConfigService, ExecutionService, TemporalGateway
+from sluice.services.configs import ConfigService
+from sluice.services.executions import ExecutionService
+from sluice.services.gateway import TemporalGateway
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sluice.db.models import ExecutionRecord, PipelineConfigRecord, PipelineConfigVersion, as_utc
+from sluice.clock import UtcDatetime
+from sluice.db.models import ExecutionRecord, LineageRecord
 from sluice.settings import Settings
-from sluice.validation import ValidationIssue, ValidationReport
+from sluice.validation import ValidationReport
 from sluice.workflow_io import RouteProgress
 
 ExecutionStatus = Literal["running", "completed", "failed", "cancelled", "interrupted"]
@@ -30,14 +31,6 @@ class ValidationErrorResponse(ErrorResponse, ValidationReport):
     """400 for an invalid config: the ErrorResponse fields plus the full validation report."""
 
 
-class ValidationIssueResponse(ValidationIssue):
-    pass
-
-
-class ValidationReportResponse(ValidationReport):
-    pass
-
-
 class ConfigYamlBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,6 +38,8 @@ class ConfigYamlBody(BaseModel):
 
 
 class ConfigResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: UUID
     name: str
     namespace: str
@@ -53,23 +48,8 @@ class ConfigResponse(BaseModel):
     version: int
     config_hash: str
     yaml: str
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, r: PipelineConfigRecord) -> ConfigResponse:
-        return cls(
-            id=UUID(r.id),
-            name=r.name,
-            namespace=r.namespace,
-            layer=r.layer,
-            description=r.description,
-            version=r.version,
-            config_hash=r.config_hash,
-            yaml=r.yaml,
-            created_at=as_utc(r.created_at),
-            updated_at=as_utc(r.updated_at),
-        )
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class ConfigListResponse(BaseModel):
@@ -80,31 +60,25 @@ class ConfigListResponse(BaseModel):
 
 
 class ConfigVersionResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     config_id: UUID
     version: int
     config_hash: str
     yaml: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, v: PipelineConfigVersion) -> ConfigVersionResponse:
-        return cls(
-            config_id=UUID(v.config_id),
-            version=v.version,
-            config_hash=v.config_hash,
-            yaml=v.yaml,
-            created_at=as_utc(v.created_at),
-        )
+    created_at: UtcDatetime
 
 
 class ExecutionResponse(BaseModel):
     """Pipeline execution response. Storage paths use the execution id (UUID v7) directly."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: UUID = Field(description="Execution UUID (used for storage paths)")
     config_id: UUID = Field(description="Configuration ID")
     status: ExecutionStatus = Field(description="Current status")
-    started_at: datetime = Field(description="Start timestamp")
-    completed_at: datetime | None = None
+    started_at: UtcDatetime = Field(description="Start timestamp")
+    completed_at: UtcDatetime | None = None
     parent_execution_id: UUID | None = None
     replay_source: ReplaySource | None = None
     tag: str | None = None
@@ -119,7 +93,7 @@ class ExecutionResponse(BaseModel):
     messages_processed: int = 0
     objects_written: int = 0
     rows_written: int | None = None
-    created_at: datetime
+    created_at: UtcDatetime
     workflow_id: str
     temporal_ui_url: str | None = None
     replay: dict[str, Any] | None = Field(
@@ -128,61 +102,15 @@ class ExecutionResponse(BaseModel):
 
     @classmethod
     def of(cls, r: ExecutionRecord, settings: Settings) -> ExecutionResponse:
-        base = settings.ui_base()
-        return cls(
-            id=UUID(r.id),
-            config_id=UUID(r.config_id),
-            status=r.status,  # type: ignore[arg-type]
-            started_at=as_utc(r.started_at),
-            completed_at=as_utc(r.completed_at),
-            parent_execution_id=UUID(r.parent_execution_id) if r.parent_execution_id else None,
-            replay_source=r.replay_source,  # type: ignore[arg-type]
-            tag=r.tag,
-            config_version=r.config_version,
-            pipeline=r.pipeline,
-            namespace=r.namespace,
-            layer=r.layer,
-            trigger=r.trigger,
-            error=r.error,
-            duration_ms=r.duration_ms,
-            messages_processed=r.messages_processed,
-            objects_written=r.objects_written,
-            rows_written=r.rows_written,
-            created_at=as_utc(r.created_at),
-            workflow_id=r.workflow_id,
-            temporal_ui_url=(
-                f"{base}/namespaces/{settings.temporal_namespace}/workflows/{r.workflow_id}" if base else None
-            ),
-            replay=r.replay,
-        )
-
-
-class RouteRunResponse(BaseModel):
-    route: str
-    status: str
-    messages_in: int
-    messages_processed: int
-    messages_out: int
-    objects_written: int
-    rows_written: int | None
-    retries: int
-    in_flight: int
-    queued: int
-    error: str | None
-    started_at: datetime | None
-    completed_at: datetime | None
-    duration_ms: int | None
-
-    @classmethod
-    def of(cls, p: RouteProgress) -> RouteRunResponse:
-        data: dict[str, Any] = p.model_dump(exclude={"position"})
-        return cls(**data, duration_ms=p.duration_ms)
+        out = cls.model_validate(r)
+        out.temporal_ui_url = settings.workflow_ui_url(r.workflow_id)
+        return out
 
 
 class ExecutionRoutesResponse(BaseModel):
     execution_id: UUID
     status: ExecutionStatus
-    routes: list[RouteRunResponse]
+    routes: list[RouteProgress]
 
 
 class ExecutionReplayRequest(BaseModel):
@@ -238,7 +166,12 @@ class LineageNode(BaseModel):
     stage: str | None
     object_key: str | None
     replay_batch_id: str | None
-    created_at: datetime
+    created_at: UtcDatetime
+
+    @classmethod
+    def of(cls, r: LineageRecord) -> LineageNode:
+        kind = "object" if r.source_route is not None and r.route == r.source_route else "message"
+        return cls.model_validate({**r.model_dump(), "id": r.correlation_id, "kind": kind})
 
 
 class LineageEdge(BaseModel):
@@ -262,8 +195,10 @@ class ExecutionListResponse(BaseModel):
 
 
 class LogEntryResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
-    timestamp: datetime
+    timestamp: UtcDatetime
     level: Literal["debug", "info", "warn", "error"]
     message: str
     route: str | None
@@ -280,6 +215,25 @@ class ExecutionLogsResponse(BaseModel):
 
 # -- runs facade (seed 003, with seed 002's node_runs) -------------------------------------------
 RunStatus = Literal["pending", "running", "success", "failed", "cancelled"]
+# Seed 003's words for execution statuses, and back (a run filter may match several statuses).
+RUN_STATUS: dict[str, RunStatus] = {
+    "running": "running",
+    "completed": "success",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "interrupted": "failed",
+}
+EXECUTION_STATUSES: dict[str, list[str]] = {
+    "pending": [],
+    "running": ["running"],
+    "success": ["completed"],
+    "failed": ["failed", "interrupted"],
+    "cancelled": ["cancelled"],
+}
+
+
+def run_status(execution_status: str) -> RunStatus:
+    return RUN_STATUS.get(execution_status, "failed")
 
 
 class NodeRunResponse(BaseModel):
@@ -290,13 +244,27 @@ class NodeRunResponse(BaseModel):
     status: Literal["pending", "running", "success", "failed", "cancelled", "skipped"]
     row_count: int | None
     duration_ms: int | None
-    started_at: datetime | None
-    finished_at: datetime | None = None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None = None
     messages_in: int = 0
     messages_out: int = 0
     objects_written: int = 0
     retries: int = 0
     error: str | None = None
+
+    @classmethod
+    def of(cls, execution_id: str, p: RouteProgress) -> NodeRunResponse:
+        """Seed 002's words for a route's progress."""
+        return cls(
+            id=f"{execution_id}:{p.route}",
+            node_id=p.route,
+            status="success" if p.status == "completed" else p.status,
+            row_count=p.rows_written,
+            duration_ms=p.duration_ms,
+            started_at=p.started_at,
+            finished_at=p.completed_at if p.status not in ("running", "pending") else None,
+            **p.model_dump(include={"messages_in", "messages_out", "objects_written", "retries", "error"}),
+        )
 
 
 class RunResponse(BaseModel):
@@ -306,12 +274,30 @@ class RunResponse(BaseModel):
     pipeline: str
     status: RunStatus
     trigger: str
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     duration_ms: int | None
     rows_written: int | None
     error: str | None = None
-    created_at: datetime
+    created_at: UtcDatetime
+
+    @classmethod
+    def of(cls, r: ExecutionRecord) -> Self:
+        """Seed 003's words for an execution (an interrupted one is `failed` and says why)."""
+        error = (
+            f"interrupted: {r.error or 'workflow ended outside Sluice'}"
+            if r.status == "interrupted"
+            else r.error
+        )
+        return cls.model_validate(
+            {
+                **r.model_dump(include={"id", "namespace", "layer", "pipeline", "trigger", "started_at"}),
+                **r.model_dump(include={"duration_ms", "rows_written", "created_at"}),
+                "status": run_status(r.status),
+                "finished_at": r.completed_at,
+                "error": error,
+            }
+        )
 
 
 class RunDetailResponse(RunResponse):
@@ -335,7 +321,9 @@ class RunCancelledResponse(BaseModel):
 
 
 class RunLogEntry(BaseModel):
-    timestamp: datetime
+    model_config = ConfigDict(from_attributes=True)
+
+    timestamp: UtcDatetime
     level: Literal["debug", "info", "warn", "error"]
     message: str
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -19,24 +18,22 @@ from temporalio.worker import Worker
 from bench.handlers import raw_batch, raw_first, raw_noop, raw_object
 from bench.raw_replay_workflow import RawReplayWorkflow
 from bench.raw_workflow import RawPipelineWorkflow
+from sluice.runtime.signals import stop_on_signals
 
 
 async def serve(address: str, namespace: str, task_queue: str, max_activities: int) -> None:
     client = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[RawPipelineWorkflow, RawReplayWorkflow],
-        activities=[raw_first, raw_noop, raw_object, raw_batch],
-        max_concurrent_activities=max_activities,
-        graceful_shutdown_timeout=timedelta(seconds=10),
-    ):
-        print(f"raw worker polling {task_queue} on {address}", flush=True)
-        await stop.wait()
+    with stop_on_signals() as stop:
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[RawPipelineWorkflow, RawReplayWorkflow],
+            activities=[raw_first, raw_noop, raw_object, raw_batch],
+            max_concurrent_activities=max_activities,
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        ):
+            print(f"raw worker polling {task_queue} on {address}", flush=True)
+            await stop.wait()
 
 
 def main() -> None:

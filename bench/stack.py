@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,9 @@ from sluice.runtime.devstack import (  # noqa: E402
     child_env,
     free_port,
     serve_in_background,
+    tail,
     temporal_dev_command,
+    terminate,
     wait_for_temporal,
 )
 from sluice.settings import Settings  # noqa: E402
@@ -101,27 +102,6 @@ def temporal_version() -> str:
     return re.sub(r"^temporal version\s*", "", out) or "unknown"
 
 
-async def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await asyncio.to_thread(proc.wait)
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @dataclass
 class Stack:
     settings: Settings
@@ -141,7 +121,7 @@ class Stack:
 
     def dump_logs(self) -> None:
         for name, path in self.logs.items():
-            log(f"--- {name} log (tail) ---\n{tail(path)}")
+            log(f"--- {name} log (tail) ---\n{tail(path, 20) or '(no log)'}")
 
 
 def bench_settings(tmp: Path, task_queue: str) -> Settings:
@@ -242,8 +222,8 @@ async def bench_stack(
             server.should_exit = True
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await api_task
-        await asyncio.gather(stop_process(sluice_worker), stop_process(raw_worker))
-        await stop_process(temporal)
+        await asyncio.gather(terminate(sluice_worker), terminate(raw_worker))
+        await terminate(temporal)
 
 
 async def until_stack_fails(stack: Stack, work: Any) -> Any:

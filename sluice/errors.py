@@ -55,3 +55,28 @@ class ConfigInvalidError(SluiceError):
 
 class NonRetryableHandlerError(Exception):
     """Raise from a handler to fail its route at once instead of retrying."""
+
+
+class HandlerUsageError(Exception):
+    """A handler used the context wrongly (no stage, oversized payload, unknown target)."""
+
+
+class HandlerImportError(Exception):
+    """Why a handler string does not resolve; `code` is the validation code it maps to."""
+
+    def __init__(self, code: str, message: str, suggestion: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.suggestion = suggestion
+
+
+# A route batch failing with one of these fails the route at once: retrying cannot help. The
+# activity raises them as ApplicationError(type=<class name>), the workflow's retry policy lists
+# the same names.
+NON_RETRYABLE_HANDLER_ERRORS: tuple[type[Exception], ...] = (
+    NonRetryableHandlerError,
+    HandlerUsageError,
+    HandlerImportError,
+)
+NON_RETRYABLE_ERROR_TYPES = [cls.__name__ for cls in NON_RETRYABLE_HANDLER_ERRORS]

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import timedelta
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from sluice.durations import parse_duration
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 STAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
@@ -63,9 +60,6 @@ class RouteConfig(_Strict):
         if value is None:
             return []
         return [value] if isinstance(value, str) else value
-
-    def timeout_delta(self) -> timedelta:
-        return parse_duration(self.timeout)
 
 
 class PipelineConfig(_Strict):

@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     def cancel_wait_seconds(self) -> float:
         return parse_duration(self.cancel_wait).total_seconds()
 
-    def ui_base(self) -> str | None:
-        return self.temporal_ui_url.rstrip("/") if self.temporal_ui_url else None
-
-
-def get_settings() -> Settings:
-    return Settings()
+    def workflow_ui_url(self, workflow_id: str) -> str | None:
+        """Where the Temporal Web UI shows a workflow (None without SLUICE_TEMPORAL_UI_URL)."""
+        if not self.temporal_ui_url:
+            return None
+        return (
+            f"{self.temporal_ui_url.rstrip('/')}/namespaces/{self.temporal_namespace}/workflows/{workflow_id}"
+        )

@@ -12,8 +12,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from sluice.durations import parse_duration
+from sluice.errors import HandlerImportError
 from sluice.graph import find_cycle, reachable
-from sluice.handlers.registry import HandlerImportError, resolve_handler
+from sluice.handlers.registry import resolve_handler
 from sluice.pipeline_config import (
     KNOWN_ROUTE_FIELDS,
     KNOWN_TOP_LEVEL,

@@ -10,13 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
+from sluice.clock import UtcDatetime, duration_ms
 from sluice.messages import Message
 from sluice.pipeline_config import PipelineConfig, RouteConfig
 
 WORKFLOW_NAME = "ExecutionWorkflow"
 REPLAY_PUBLISHED_UPDATE = "replay_published"
+PROGRESS_QUERY = "progress"
 RUN_ROUTE = "sluice.run_route"
 FINALIZE_EXECUTION = "sluice.finalize_execution"
 SPILL_MESSAGES = "sluice.spill_messages"
@@ -100,6 +102,9 @@ class SpillTask(BaseModel):
 
 
 class RouteProgress(BaseModel):
+    """A route's progress in one execution: the workflow's live state, the stored route run and
+    the API's per-route answer are this one model."""
+
     route: str
     position: int = 0
     status: RouteStatus = "pending"
@@ -112,16 +117,13 @@ class RouteProgress(BaseModel):
     in_flight: int = 0
     queued: int = 0
     error: str | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
+    started_at: UtcDatetime | None = None
+    completed_at: UtcDatetime | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def duration_ms(self) -> int | None:
-        if self.started_at is None:
-            return None
-        if self.completed_at is None:
-            return None
-        return int((self.completed_at - self.started_at).total_seconds() * 1000)
+        return duration_ms(self.started_at, self.completed_at)
 
 
 class QueueEntry(BaseModel):
@@ -169,6 +171,10 @@ class ReplayListing(BaseModel):
     objects_failed: int = 0
     errors: list[str] = Field(default_factory=list)
     spill: SpillRef | None = None
+
+    def counts(self) -> dict[str, Any]:
+        """What the execution record keeps under `replay` (the spill reference stays internal)."""
+        return self.model_dump(include={"objects_found", "objects_published", "objects_failed", "errors"})
 
 
 class ExecutionInput(BaseModel):

@@ -27,6 +27,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from sluice.runtime.devstack import tail
+
 REGION = "us-east-1"
 
 
@@ -193,7 +195,7 @@ def _wait_until_ready(server: S3Server, proc: subprocess.Popen[bytes], log: Path
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"weed mini exited with {proc.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"weed mini exited with {proc.returncode}:\n{tail(log, 40)}")
         try:
             client.list_buckets()
             return
@@ -201,7 +203,7 @@ def _wait_until_ready(server: S3Server, proc: subprocess.Popen[bytes], log: Path
             last = exc
             time.sleep(0.1)
     _stop_group(proc)
-    raise RuntimeError(f"weed mini not ready after {timeout}s ({last}):\n{_tail(log)}")
+    raise RuntimeError(f"weed mini not ready after {timeout}s ({last}):\n{tail(log, 40)}")
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -224,13 +226,6 @@ def _remove_sockets(grpc_ports: dict[str, int]) -> None:
         with contextlib.suppress(OSError):
             if path.is_socket() and path.lstat().st_uid == os.getuid():
                 path.unlink()
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @pytest.fixture(scope="session")

@@ -15,23 +15,22 @@ from sluice.api.schemas import (
     ErrorResponse,
     ExecutionResponse,
     ValidationErrorResponse,
-    ValidationReportResponse,
 )
 
-from sluice.validation import validate_yaml
+from sluice.validation import ValidationReport, validate_yaml
 
-router = APIRouter(prefix="/api/v1/configs", tags=["configs"])
+router = APIRouter(prefix="/configs", tags=["configs"])
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Resource not found"}}
 INVALID = {400: {"model": ValidationErrorResponse, "description": "Validation failed"}}
 UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Temporal not reachable"}}
 
 
-@router.post("/validate", response_model=ValidationReportResponse, openapi_extra=YAML_BODY_OPENAPI)
-async def validate_config(request: Request) -> ValidationReportResponse:
+@router.post("/validate", response_model=ValidationReport, openapi_extra=YAML_BODY_OPENAPI)
+async def validate_config(request: Request) -> ValidationReport:
     """Validate a pipeline YAML without storing it; always 200 with the report."""
     text = await read_yaml_body(request)
-    return ValidationReportResponse.model_validate(validate_yaml(text).report.model_dump())
+    return validate_yaml(text).report
 
 
 @router.post(
@@ -43,7 +42,7 @@ async def validate_config(request: Request) -> ValidationReportResponse:
 )
 async def create_config(request: Request, services: ServicesDep) -> ConfigResponse:
     text = await read_yaml_body(request)
-    return ConfigResponse.of(await services.configs.create(text))
+    return ConfigResponse.model_validate(await services.configs.create(text))
 
 
 @router.get("", response_model=ConfigListResponse)
@@ -59,7 +58,7 @@ async def list_configs(
         limit=limit, offset=offset, name=name, namespace=namespace, layer=layer
     )
     return ConfigListResponse(
-        items=[ConfigResponse.of(r) for r in page.items],
+        items=[ConfigResponse.model_validate(r) for r in page.items],
         total=page.total,
         limit=page.limit,
         offset=page.offset,
@@ -68,7 +67,7 @@ async def list_configs(
 
 @router.get("/{config_id}", response_model=ConfigResponse, responses=NOT_FOUND)
 async def get_config(config_id: UUID, services: ServicesDep) -> ConfigResponse:
-    return ConfigResponse.of(await services.configs.get(str(config_id)))
+    return ConfigResponse.model_validate(await services.configs.get(str(config_id)))
 
 
 @router.put(
@@ -81,7 +80,7 @@ async def update_config(config_id: UUID, request: Request, services: ServicesDep
     """Store a new version; earlier versions stay readable under /versions."""
     await services.configs.get(str(config_id))
     text = await read_yaml_body(request)
-    return ConfigResponse.of(await services.configs.update(str(config_id), text))
+    return ConfigResponse.model_validate(await services.configs.update(str(config_id), text))
 
 
 @router.delete("/{config_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
@@ -92,14 +91,14 @@ async def delete_config(config_id: UUID, services: ServicesDep) -> Response:
 
 @router.get("/{config_id}/versions", response_model=list[ConfigVersionResponse], responses=NOT_FOUND)
 async def list_config_versions(config_id: UUID, services: ServicesDep) -> list[ConfigVersionResponse]:
-    return [ConfigVersionResponse.of(v) for v in await services.configs.versions(str(config_id))]
+    return [ConfigVersionResponse.model_validate(v) for v in await services.configs.versions(str(config_id))]
 
 
 @router.get("/{config_id}/versions/{version}", response_model=ConfigVersionResponse, responses=NOT_FOUND)
 async def get_config_version(
     config_id: UUID, version: Annotated[int, Path(ge=1)], services: ServicesDep
 ) -> ConfigVersionResponse:
-    return ConfigVersionResponse.of(await services.configs.version(str(config_id), version))
+    return ConfigVersionResponse.model_validate(await services.configs.version(str(config_id), version))
 
 
 @router.post(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from sluice.api.deps import Services, ServicesDep
+from sluice.api.deps import ServicesDep
+from sluice.api.logs import export_logs, log_stream, wants_sse
 from sluice.api.schemas import (
     ErrorResponse,
     ExecutionConfigResponse,
@@ -19,17 +19,15 @@ from sluice.api.schemas import (
     ExecutionRoutesResponse,
     ExecutionStatus,
     LogEntryResponse,
-    RouteRunResponse,
 )
-from sluice.api.streams import log_stream, wants_sse
 
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord, as_utc
+from sluice.clock import as_utc
 from sluice.services.executions import ExecutionFilters
 
 LogLevel = Literal["debug", "info", "warn", "error"]
 SortField = Literal["created_at", "started_at", "completed_at", "duration_ms", "status", "pipeline"]
 
-router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
+router = APIRouter(prefix="/executions", tags=["executions"])
 
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Resource not found"}}
 
@@ -107,7 +105,7 @@ async def get_execution_routes(execution_id: str, services: ServicesDep) -> Exec
     return ExecutionRoutesResponse(
         execution_id=UUID(record.id),
         status=record.status,  # type: ignore[arg-type]
-        routes=[RouteRunResponse.of(r) for r in routes],
+        routes=routes,
     )
 
 
@@ -161,7 +159,7 @@ async def get_execution_logs(
             route=route,
             level=level,
             since=as_utc(since),
-            log_data=lambda row: _entry(row).model_dump(mode="json"),
+            log_data=lambda row: LogEntryResponse.model_validate(row).model_dump(mode="json"),
             status_data=lambda r: {
                 "status": r.status,
                 "rows_written": r.rows_written,
@@ -174,7 +172,7 @@ async def get_execution_logs(
     return ExecutionLogsResponse(
         execution_id=UUID(record.id),
         status=record.status,
-        logs=[_entry(r) for r in rows],  # type: ignore[arg-type]
+        logs=[LogEntryResponse.model_validate(r) for r in rows],
     )
 
 
@@ -189,50 +187,3 @@ async def export_execution_logs(
     """Download the logs as a file (streamed: exports of long runs stay small in memory)."""
     record = await services.executions.get(execution_id)
     return export_logs(services, record, format=format, route=route, level=level)
-
-
-def export_logs(
-    services: Services, record: ExecutionRecord, *, format: str, route: str | None, level: str | None
-) -> StreamingResponse:
-    async def body() -> AsyncIterator[bytes]:
-        first = True
-        if format == "json":
-            yield b"["
-        async for row in services.logs.iterate(record.id, route=route, level=level):
-            entry = _entry(row)
-            if format == "text":
-                where = f" [{entry.route}]" if entry.route else ""
-                yield f"{entry.timestamp.isoformat()} {entry.level.upper():<5}{where} {entry.message}\n".encode()
-            else:
-                line = entry.model_dump_json()
-                if format == "json":
-                    yield (b"" if first else b",") + line.encode()
-                else:
-                    yield line.encode() + b"\n"
-            first = False
-        if format == "json":
-            yield b"]"
-
-    extension, media = {
-        "text": ("log", "text/plain"),
-        "jsonl": ("jsonl", "application/x-ndjson"),
-        "json": ("json", "application/json"),
-    }[format]
-    return StreamingResponse(
-        body(),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="execution-{record.id}-logs.{extension}"'},
-    )
-
-
-def _entry(row: ExecutionLogRecord) -> LogEntryResponse:
-    return LogEntryResponse(
-        id=row.id or 0,
-        timestamp=as_utc(row.timestamp),  # type: ignore[arg-type]
-        level=row.level,  # type: ignore[arg-type]
-        message=row.message,
-        route=row.route,
-        kind=row.kind,  # type: ignore[arg-type]
-        event=row.event,
-        correlation_id=row.correlation_id,
-    )

@@ -18,8 +18,6 @@ from sluice.api.schemas import (
     LineageResponse,
 )
 
-from sluice.db.models import LineageRecord, as_utc
-
 router = APIRouter(tags=["replay"])
 
 ERRORS = {
@@ -33,7 +31,7 @@ ERRORS = {
 }
 
 
-@router.post("/api/v1/executions/{execution_id}/replay", response_model=ExecutionResponse, responses=ERRORS)
+@router.post("/executions/{execution_id}/replay", response_model=ExecutionResponse, responses=ERRORS)
 async def replay_execution(
     execution_id: str, body: ExecutionReplayRequest, services: ServicesDep
 ) -> ExecutionResponse:
@@ -41,7 +39,7 @@ async def replay_execution(
     parent's stored objects of `from_stage` into `to_route`; messages flow downstream from there.
     With `config_id` the routes come from another pipeline (cross-pipeline replay). Returns once
     the objects are published."""
-    record = await services.replays.replay_execution(
+    started = await services.replays.replay_execution(
         execution_id,
         replay_source=body.replay_source,
         from_stage=body.from_stage,
@@ -51,10 +49,10 @@ async def replay_execution(
         tag=body.tag,
         config_id=str(body.config_id) if body.config_id else None,
     )
-    return ExecutionResponse.of(record, services.settings)
+    return ExecutionResponse.of(started.record, services.settings)
 
 
-@router.post("/api/v1/replay", response_model=DetachedReplayResponse, responses=ERRORS)
+@router.post("/replay", response_model=DetachedReplayResponse, responses=ERRORS)
 async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) -> DetachedReplayResponse:
     """Replay stored outputs of an execution to any route, in a new execution; answers once every
     object is published (`.meta.json` sidecars are never published)."""
@@ -64,7 +62,7 @@ async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) ->
         to_route=body.to_route,
         from_path=body.from_path,
     )
-    replay = out.record.replay or {}
+    listing = out.listing
     return DetachedReplayResponse(
         execution_id=UUID(out.record.id),
         from_execution_id=body.from_execution_id,
@@ -72,17 +70,17 @@ async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) ->
         from_path=body.from_path,
         to_route=body.to_route,
         to_queue=out.to_queue,
-        objects_found=out.found,
-        objects_published=out.published,
-        objects_failed=out.failed,
-        status="partial_failure" if (out.failed or out.errors) else "publishing_complete",
-        replay_batch_id=UUID(replay["replay_batch_id"]),
-        errors=out.errors or None,
+        objects_found=listing.objects_found,
+        objects_published=listing.objects_published,
+        objects_failed=listing.objects_failed,
+        status="partial_failure" if (listing.objects_failed or listing.errors) else "publishing_complete",
+        replay_batch_id=UUID((out.record.replay or {})["replay_batch_id"]),
+        errors=listing.errors or None,
     )
 
 
 @router.get(
-    "/api/v1/executions/{execution_id}/lineage",
+    "/executions/{execution_id}/lineage",
     response_model=LineageResponse,
     responses={404: ERRORS[404]},
 )
@@ -103,21 +101,7 @@ async def execution_lineage(
     return LineageResponse(
         execution_id=UUID(record.id),
         object_key=object_key,
-        nodes=[_node(n) for n in graph.nodes],
+        nodes=[LineageNode.of(n) for n in graph.nodes],
         edges=[LineageEdge(source=a, target=b) for a, b in graph.edges],
         truncated=graph.truncated,
-    )
-
-
-def _node(r: LineageRecord) -> LineageNode:
-    return LineageNode(
-        id=r.correlation_id,
-        kind="object" if r.source_route is not None and r.route == r.source_route else "message",
-        execution_id=UUID(r.execution_id),
-        route=r.route,
-        source_route=r.source_route,
-        stage=r.stage,
-        object_key=r.object_key,
-        replay_batch_id=r.replay_batch_id,
-        created_at=as_utc(r.created_at),
     )

@@ -9,13 +9,14 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from sluice.api.deps import ServicesDep
-from sluice.api.routes.executions import export_logs
+from sluice.api.logs import export_logs, log_stream, wants_sse
 from sluice.api.schemas import (
+    EXECUTION_STATUSES,
     ErrorResponse,
     NodeRunResponse,
     RunCancelledResponse,
@@ -25,32 +26,16 @@ from sluice.api.schemas import (
     RunLogEntry,
     RunLogsResponse,
     RunResponse,
+    run_status,
 )
-from sluice.api.streams import log_stream, wants_sse
 
-from sluice.db.models import ExecutionRecord, as_utc
+from sluice.clock import as_utc
 from sluice.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, SluiceError
 from sluice.pipeline_config import NAME_PATTERN
 from sluice.services.executions import ExecutionFilters
-from sluice.workflow_io import RouteProgress
 
-router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/runs", tags=["runs"])
 
-RUN_STATUS = {
-    "running": "running",
-    "completed": "success",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "interrupted": "failed",
-}
-EXECUTION_STATUSES = {
-    "pending": [],
-    "running": ["running"],
-    "success": ["completed"],
-    "failed": ["failed", "interrupted"],
-    "cancelled": ["cancelled"],
-}
-NODE_STATUS = {"completed": "success"}
 SORTS = {"created_at", "started_at", "finished_at", "duration_ms"}
 TRIGGER = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
 ERRORS = {
@@ -72,42 +57,6 @@ async def seed_codes() -> AsyncIterator[None]:
         if exc.status_code in (400, 422):
             raise InvalidArgumentError(exc.detail, extra=exc.extra) from None
         raise
-
-
-def run_of(r: ExecutionRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "namespace": r.namespace,
-        "layer": r.layer,
-        "pipeline": r.pipeline,
-        "status": RUN_STATUS.get(r.status, "failed"),
-        "trigger": r.trigger,
-        "started_at": as_utc(r.started_at),
-        "finished_at": as_utc(r.completed_at),
-        "duration_ms": r.duration_ms,
-        "rows_written": r.rows_written,
-        "error": r.error
-        if r.status != "interrupted"
-        else f"interrupted: {r.error or 'workflow ended outside Sluice'}",
-        "created_at": as_utc(r.created_at),
-    }
-
-
-def node_of(execution_id: str, p: RouteProgress) -> NodeRunResponse:
-    return NodeRunResponse(
-        id=f"{execution_id}:{p.route}",
-        node_id=p.route,
-        status=NODE_STATUS.get(p.status, p.status),  # type: ignore[arg-type]
-        row_count=p.rows_written,
-        duration_ms=p.duration_ms,
-        started_at=p.started_at,
-        finished_at=p.completed_at if p.status not in ("running", "pending") else None,
-        messages_in=p.messages_in,
-        messages_out=p.messages_out,
-        objects_written=p.objects_written,
-        retries=p.retries,
-        error=p.error,
-    )
 
 
 @router.get("", response_model=RunListResponse, responses={400: ERRORS[400]})
@@ -137,7 +86,7 @@ async def list_runs(request: Request, services: ServicesDep) -> RunListResponse:
         created_to=_time(q.get("to"), "to"),
     )
     page = await services.executions.list(filters, sort=sort, order=order, limit=limit, offset=offset)
-    return RunListResponse(runs=[RunResponse(**run_of(r)) for r in page.items], total=page.total)
+    return RunListResponse(runs=[RunResponse.of(r) for r in page.items], total=page.total)
 
 
 @router.post(
@@ -175,11 +124,10 @@ async def create_run(request: Request, services: ServicesDep) -> JSONResponse:
 async def get_run(run_id: str, services: ServicesDep) -> RunDetailResponse:
     async with seed_codes():
         record, routes = await services.executions.routes(run_id)
-    return RunDetailResponse(
-        **run_of(record),
-        node_runs=[node_of(record.id, p) for p in routes],
-        temporal_ui_url=_ui(services, record),
-    )
+    detail = RunDetailResponse.of(record)
+    detail.node_runs = [NodeRunResponse.of(record.id, p) for p in routes]
+    detail.temporal_ui_url = services.settings.workflow_ui_url(record.workflow_id)
+    return detail
 
 
 @router.post(
@@ -214,21 +162,16 @@ async def get_run_logs(
             route=None,
             level=None,
             since=None,
-            log_data=lambda row: {
-                "timestamp": as_utc(row.timestamp),
-                "level": row.level,
-                "message": row.message,
-            },
+            log_data=lambda row: RunLogEntry.model_validate(row).model_dump(mode="json"),
             status_data=lambda r: {
-                "status": RUN_STATUS.get(r.status, "failed"),
+                "status": run_status(r.status),
                 "rows_written": r.rows_written,
                 "duration_ms": r.duration_ms,
             },
         )
     rows = await services.logs.fetch(record.id)
     return RunLogsResponse(
-        logs=[RunLogEntry(timestamp=as_utc(r.timestamp), level=r.level, message=r.message) for r in rows],  # type: ignore[arg-type]
-        status=RUN_STATUS.get(record.status, "failed"),  # type: ignore[arg-type]
+        logs=[RunLogEntry.model_validate(r) for r in rows], status=run_status(record.status)
     )
 
 
@@ -259,12 +202,3 @@ def _time(value: str | None, name: str) -> datetime | None:
     except ValueError:
         raise InvalidArgumentError(f"{name} must be an ISO 8601 timestamp") from None
     return as_utc(parsed)
-
-
-def _ui(services: ServicesDep, record: ExecutionRecord) -> str | None:
-    base = services.settings.ui_base()
-    return (
-        f"{base}/namespaces/{services.settings.temporal_namespace}/workflows/{record.workflow_id}"
-        if base
-        else None
-    )

@@ -9,10 +9,11 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from sluice.api.routes.runs import RUN_STATUS
+from sluice.api.schemas import run_status
 
+from sluice.clock import as_utc
 from sluice.db.events import EXECUTION_FINISHED, EXECUTION_STARTED, REPLAY_PUBLISHED, ROUTE_FINISHED
-from sluice.db.models import ExecutionLogRecord, as_utc
+from sluice.db.models import ExecutionLogRecord
 
 router = APIRouter(tags=["events"])
 
@@ -28,7 +29,7 @@ def events_of(row: ExecutionLogRecord) -> list[dict[str, Any]]:
                 "type": "run_status",
                 **base,
                 "status": status,
-                "run_status": RUN_STATUS.get(status, "failed"),
+                "run_status": run_status(status),
                 "error": data.get("error"),
                 "rows_written": data.get("rows_written"),
                 "duration_ms": data.get("duration_ms"),

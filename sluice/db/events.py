@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sluice.db.models import ExecutionLogRecord, utcnow
+from sluice.clock import utcnow
+from sluice.db.models import ExecutionLogRecord
 
 EXECUTION_STARTED = "execution.started"
 EXECUTION_CANCEL_REQUESTED = "execution.cancel_requested"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from sluice.clock import utcnow
+from sluice.workflow_io import RouteProgress
 
 
 def _ts(**kw: Any) -> Any:
@@ -103,6 +102,14 @@ class RouteRunRecord(SQLModel, table=True):
     completed_at: datetime | None = _ts(default=None)
     duration_ms: int | None = None
 
+    def to_progress(self) -> RouteProgress:
+        return RouteProgress.model_validate(self, from_attributes=True)
+
+    def set_progress(self, progress: RouteProgress) -> None:
+        """The one mapping from a route's progress onto its stored row."""
+        for name, value in progress.model_dump(exclude={"in_flight", "queued"}).items():
+            setattr(self, name, value)
+
 
 class ExecutionLogRecord(SQLModel, table=True):
     __tablename__ = "execution_logs"
@@ -134,10 +141,3 @@ class LineageRecord(SQLModel, table=True):
     object_key: str | None = Field(default=None, sa_type=sa.Text)
     replay_batch_id: str | None = Field(default=None, max_length=36)
     created_at: datetime = _ts(default_factory=utcnow)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; everything Sluice stores is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -2,13 +2,6 @@
 and the built-in handlers."""
 
 from sluice.handlers.context import AsyncRouteContext, RouteContext, SyncRouteContext
-from sluice.handlers.registry import BUILTINS, HandlerImportError, resolve_handler
+from sluice.handlers.registry import BUILTINS, resolve_handler
 
-__all__ = [
-    "BUILTINS",
-    "AsyncRouteContext",
-    "HandlerImportError",
-    "RouteContext",
-    "SyncRouteContext",
-    "resolve_handler",
-]
+__all__ = ["BUILTINS", "AsyncRouteContext", "RouteContext", "SyncRouteContext", "resolve_handler"]

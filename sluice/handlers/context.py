@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sluice.errors import HandlerUsageError
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
+from sluice.services.lineage import Emission
 from sluice.settings import Settings
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import is_sidecar, object_key, stage_prefix
@@ -28,10 +30,6 @@ LEVELS = ("debug", "info", "warn", "error")
 _py_log = logging.getLogger("sluice.handlers")
 
 
-class HandlerUsageError(Exception):
-    """A handler used the context wrongly (no stage, oversized payload, unknown target)."""
-
-
 @dataclass
 class LogEntry:
     level: str
@@ -40,19 +38,6 @@ class LogEntry:
     correlation_id: str | None
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
     kind: str = "handler"
-
-
-@dataclass
-class Emission:
-    """One lineage edge: a message (or a terminal object) produced while handling `parent`."""
-
-    correlation_id: str
-    parent_correlation_id: str | None
-    route: str
-    source_route: str
-    stage: str | None
-    object_key: str | None
-    replay_batch_id: str | None
 
 
 @dataclass

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sluice.errors import HandlerImportError
+
 Handler = Callable[..., Any]
 
 BUILTINS: dict[str, str] = {
@@ -24,16 +26,6 @@ BUILTINS: dict[str, str] = {
 }
 
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-
-
-class HandlerImportError(Exception):
-    """Why a handler string does not resolve; `code` is the validation code it maps to."""
-
-    def __init__(self, code: str, message: str, suggestion: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.suggestion = suggestion
 
 
 _allowed_modules: tuple[str, ...] = ()

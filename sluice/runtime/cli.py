@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -91,31 +91,28 @@ def main(argv: list[str] | None = None) -> None:
 
 # -- dev ---------------------------------------------------------------------------------------
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from sluice.runtime.devstack import Ports, StackError, embedded_stack, serve_in_background
+    from sluice.runtime.devstack import Ports, StackError, embedded_stack, serve_until
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port)
 
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with embedded_stack(settings, ports) as (live, server):
-            task = await serve_in_background(server)
-            print(
-                f"\nSluice is up (data in {live.data_dir}):\n"
-                f"  API          http://{live.api_host}:{ports.api}  (docs at /docs)\n"
-                f"  Temporal UI  {live.temporal_ui_url}\n"
-                f"  Temporal     {live.temporal_address}\n"
-                f"  logs         {live.data_dir / 'worker.log'}, {live.data_dir / 'temporal.log'}\n"
-                "Ctrl-C stops everything.\n",
-                flush=True,
-            )
-            waiter = asyncio.create_task(stop.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            print("\nstopping...", flush=True)
-            server.should_exit = True
-            await task
+        with stop_on_signals() as stop:
+            async with embedded_stack(settings, ports) as (live, server):
+
+                def announce() -> None:
+                    print(
+                        f"\nSluice is up (data in {live.data_dir}):\n"
+                        f"  API          http://{live.api_host}:{ports.api}  (docs at /docs)\n"
+                        f"  Temporal UI  {live.temporal_ui_url}\n"
+                        f"  Temporal     {live.temporal_address}\n"
+                        f"  logs         {live.data_dir / 'worker.log'}, {live.data_dir / 'temporal.log'}\n"
+                        "Ctrl-C stops everything.\n",
+                        flush=True,
+                    )
+
+                await serve_until(
+                    server, stop, on_start=announce, on_stop=lambda: print("\nstopping...", flush=True)
+                )
         print("stopped.", flush=True)
         return 0
 
@@ -267,11 +264,7 @@ async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argpa
     live = sys.stderr.isatty()
     last_lines: list[str] = []
     cancelled = False
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals() as stop:
         while True:
             if (
                 stop.is_set() or (args.timeout and time.monotonic() - started > args.timeout)
@@ -294,9 +287,6 @@ async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argpa
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.3)  # Ctrl-C wakes the loop at once
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
     final = (await http.get(f"/api/v1/executions/{execution_id}")).json()
     routes = progress["routes"]
     if args.json:
@@ -362,7 +352,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from sluice.api.app import create_app
-    from sluice.runtime.devstack import serve_in_background
+    from sluice.runtime.devstack import serve_until
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
@@ -371,16 +361,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         server = uvicorn.Server(
             uvicorn.Config(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        task = await serve_in_background(server)
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        await task  # graceful: in-flight requests finish, then the lifespan shuts down
-        waiter.cancel()
+        with stop_on_signals() as stop:
+            await serve_until(server, stop)  # graceful: in-flight requests finish, then the lifespan ends
         return 0
 
     try:

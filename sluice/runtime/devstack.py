@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +67,12 @@ async def wait_for_temporal(proc: subprocess.Popen[bytes], settings: Settings, l
     """Connect once the dev server answers; fail fast (with its log) if it exits or stays silent."""
     for _ in range(300):
         if proc.poll() is not None:
-            raise StackError(f"the Temporal dev server exited ({proc.returncode}):\n{_tail(log)}")
+            raise StackError(f"the Temporal dev server exited ({proc.returncode}):\n{tail(log)}")
         try:
             return await connect(settings)
         except ConnectionError:
             await asyncio.sleep(0.1)
-    raise StackError(f"the Temporal dev server did not answer within 30s:\n{_tail(log)}")
+    raise StackError(f"the Temporal dev server did not answer within 30s:\n{tail(log)}")
 
 
 @dataclass
@@ -104,7 +104,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def _terminate(proc: subprocess.Popen[bytes] | None, name: str, grace: float = 15.0) -> None:
+async def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
     if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -118,7 +119,8 @@ async def _terminate(proc: subprocess.Popen[bytes] | None, name: str, grace: flo
     await asyncio.to_thread(proc.wait)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log, for error messages."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -184,8 +186,8 @@ async def embedded_stack(
         )
         yield settings, server
     finally:
-        await _terminate(worker, "worker")
-        await _terminate(temporal, "temporal")
+        await terminate(worker)
+        await terminate(temporal)
         if worker is not None and worker.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
             print(f"worker exited with {worker.returncode}; see {worker_log}", file=sys.stderr)
 
@@ -200,3 +202,25 @@ async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:
             raise StackError("the API stopped while starting")
         await asyncio.sleep(0.02)
     return task
+
+
+async def serve_until(
+    server: uvicorn.Server,
+    stop: asyncio.Event,
+    *,
+    on_start: Callable[[], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Serve until `stop` is set (or the server ends by itself), then shut down gracefully."""
+    task = await serve_in_background(server)
+    if on_start is not None:
+        on_start()
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if on_stop is not None:
+        on_stop()
+    server.should_exit = True
+    await task

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -17,6 +16,7 @@ from temporalio.worker import Worker
 
 from sluice.activities import ActivityDeps, build_activities
 from sluice.handlers.registry import add_import_paths, allow_modules
+from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
 from sluice.workflows import WORKFLOWS
@@ -50,23 +50,17 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     deps = ActivityDeps.from_settings(settings)
     queues = worker_queues(settings)
     workers = [build_worker(client, settings, deps, q) for q in queues]
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    with stop_on_signals(stop) as stopping:
         try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for worker in workers:
-                await stack.enter_async_context(worker)
-            log.info(
-                "worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address
-            )
-            await stop.wait()
-    finally:
-        await deps.close()
+            async with contextlib.AsyncExitStack() as stack:
+                for worker in workers:
+                    await stack.enter_async_context(worker)
+                log.info(
+                    "worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address
+                )
+                await stopping.wait()
+        finally:
+            await deps.close()
     log.info("worker %s stopped", deps.worker_id)
 
 

@@ -1,10 +1,5 @@
-"""Service layer: the one place that implements config and execution operations.
+"""Service layer: the one place that implements config, execution, replay, lineage and log operations.
 
-The executions API, the runs facade and the CLI all call these; routers only translate HTTP.
+Every facade (the executions API, the seed facades, the CLI) calls these; routers only translate
+HTTP. Import from the submodules (`sluice.services.executions`, ...): this package runs nothing.
 """
-
-from sluice.services.configs import ConfigService
-from sluice.services.executions import ExecutionService
-from sluice.services.gateway import TemporalGateway
-
-__all__ = ["ConfigService", "ExecutionService", "TemporalGateway"]

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from sluice.db.models import PipelineConfigRecord, PipelineConfigVersion, utcnow
+from sluice.clock import utcnow
+from sluice.db.models import PipelineConfigRecord, PipelineConfigVersion
 from sluice.errors import ConfigInvalidError, NotFoundError
 from sluice.pipeline_config import PipelineConfig
 from sluice.validation import ValidationOutcome, ValidationReport, validate_yaml

@@ -26,8 +26,9 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, execution_finished, lifecycle
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord, as_utc, utcnow
+from sluice.clock import utcnow
+from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, lifecycle
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -38,11 +39,13 @@ from sluice.errors import (
 from sluice.ids import derived_id, parse_uuid, uuid7
 from sluice.messages import Message, MessageMetadata
 from sluice.pipeline_config import PipelineConfig
+from sluice.services.closing import close_execution
 from sluice.services.configs import ConfigService, Page, require_valid
 from sluice.services.gateway import TemporalGateway
 from sluice.settings import Settings
 from sluice.temporal import SA_CONFIG_ID, SA_LAYER, SA_NAMESPACE, SA_PIPELINE, SA_TAG
 from sluice.workflow_io import (
+    PROGRESS_QUERY,
     REPLAY_PUBLISHED_UPDATE,
     WORKFLOW_NAME,
     ExecutionInput,
@@ -109,6 +112,13 @@ def validate_tag(tag: str | None) -> str | None:
     return tag
 
 
+@dataclass
+class StartedExecution:
+    record: ExecutionRecord
+    listing: ReplayListing | None = None  # a replay: what its publishing phase found and published
+    publish_error: str | None = None  # a replay whose publishing failed (the execution fails too)
+
+
 class ExecutionService:
     def __init__(
         self,
@@ -143,7 +153,7 @@ class ExecutionService:
                     execution_id=execution_id, correlation_id=derived_id(execution_id, "init")
                 ),
             )
-        return await self.start(
+        started = await self.start(
             execution_id=execution_id,
             config_id=record.id,
             config_version=record.version,
@@ -153,6 +163,7 @@ class ExecutionService:
             tag=tag,
             trigger=trigger,
         )
+        return started.record
 
     async def start(
         self,
@@ -167,7 +178,7 @@ class ExecutionService:
         trigger: str,
         parent_execution_id: str | None = None,
         replay: ReplaySpec | None = None,
-    ) -> ExecutionRecord:
+    ) -> StartedExecution:
         tag = validate_tag(tag)
         client = await self.gateway.client()
         now = utcnow()
@@ -255,13 +266,14 @@ class ExecutionService:
             "static_summary": f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
             + (f" [{tag}]" if tag else ""),
         }
+        started = StartedExecution(record)
         try:
             if replay is None:
                 await client.start_workflow(WORKFLOW_NAME, workflow_input, **options)
             else:
                 # Update-with-start: one call starts the workflow and returns when the replay's
                 # objects are published, so the caller gets real counts.
-                await client.execute_update_with_start_workflow(
+                started.listing = await client.execute_update_with_start_workflow(
                     REPLAY_PUBLISHED_UPDATE,
                     start_workflow_operation=WithStartWorkflowOperation(
                         WORKFLOW_NAME,
@@ -273,7 +285,8 @@ class ExecutionService:
                 )
         except WorkflowUpdateFailedError as exc:
             # Started, but publishing failed: the workflow records the failure itself.
-            log.warning("replay %s failed while publishing: %s", execution_id, exc.cause)
+            started.publish_error = str(exc.cause or exc)
+            log.warning("replay %s failed while publishing: %s", execution_id, started.publish_error)
         except Exception as exc:
             await self._discard(execution_id)
             if isinstance(exc, RPCError):
@@ -283,9 +296,9 @@ class ExecutionService:
                     error_code="TEMPORAL_UNAVAILABLE",
                 ) from exc
             raise
-        if replay is not None:
-            return await self.find(execution_id)
-        return record
+        if started.listing is not None and record.replay is not None:
+            record.replay = {**record.replay, **started.listing.counts()}
+        return started
 
     async def _discard(self, execution_id: str) -> None:
         async with self.sessions() as session:
@@ -338,28 +351,19 @@ class ExecutionService:
         self, record: ExecutionRecord, status: str, error: str | None, closed_at: datetime | None
     ) -> ExecutionRecord:
         async with self.sessions() as session:
-            fresh = await session.get(ExecutionRecord, record.id)
-            if fresh is None or fresh.status != "running":
-                return fresh or record
-            fresh.status = status
-            fresh.error = fresh.error or error
-            fresh.completed_at = closed_at or utcnow()
-            started = as_utc(fresh.started_at)
-            fresh.duration_ms = max(int((as_utc(fresh.completed_at) - started).total_seconds() * 1000), 0)
-            session.add(fresh)
-            session.add(
-                execution_finished(
-                    fresh.id,
-                    status,
-                    error=fresh.error,
-                    rows_written=fresh.rows_written,
-                    duration_ms=fresh.duration_ms,
-                )
+            closed = await close_execution(
+                session,
+                record.id,
+                status=status,
+                error=error,
+                completed_at=closed_at or utcnow(),
+                authoritative=False,
             )
-            await session.commit()
-            await session.refresh(fresh)
-            log.warning("execution %s marked %s: %s", fresh.id, status, error)
-            return fresh
+        if closed is None:
+            return record
+        if closed.status == status:
+            log.warning("execution %s marked %s: %s", closed.id, status, error)
+        return closed
 
     async def reconcile_running(self, limit: int = 200) -> int:
         """Sweep `running` records (the API runs this periodically)."""
@@ -386,7 +390,7 @@ class ExecutionService:
                 client = await self.gateway.client()
                 progress: ExecutionProgress = await asyncio.wait_for(
                     client.get_workflow_handle(record.workflow_id).query(
-                        "progress", result_type=ExecutionProgress
+                        PROGRESS_QUERY, result_type=ExecutionProgress
                     ),
                     10,
                 )
@@ -401,23 +405,7 @@ class ExecutionService:
                     .order_by(col(RouteRunRecord.position))
                 )
             ).all()
-        routes = [
-            RouteProgress(
-                route=r.route,
-                position=r.position,
-                status=r.status,  # type: ignore[arg-type]
-                messages_in=r.messages_in,
-                messages_processed=r.messages_processed,
-                messages_out=r.messages_out,
-                objects_written=r.objects_written,
-                rows_written=r.rows_written,
-                retries=r.retries,
-                error=r.error,
-                started_at=as_utc(r.started_at),
-                completed_at=as_utc(r.completed_at),
-            )
-            for r in rows
-        ]
+        routes = [r.to_progress() for r in rows]
         if not routes:
             pipeline = PipelineConfig.from_snapshot(record.config_yaml)
             routes = [RouteProgress(route=r.name, position=i) for i, r in enumerate(pipeline.routes)]

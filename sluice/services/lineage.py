@@ -1,16 +1,47 @@
-"""The message graph of an execution, and the ancestry of one object across replays."""
+"""Lineage: every message and stored object with the message it came from.
+
+Written by route batches and replay publishing (`record_lineage`), read as an execution's message
+graph or one object's ancestry across replays (`LineageService`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.db.models import LineageRecord
+from sluice.db.upsert import insert_ignore
 
 MAX_ANCESTRY = 1000
+
+
+@dataclass
+class Emission:
+    """One lineage row: a message (or a terminal object) produced while handling `parent`."""
+
+    correlation_id: str
+    parent_correlation_id: str | None
+    route: str
+    source_route: str | None
+    stage: str | None
+    object_key: str | None
+    replay_batch_id: str | None
+
+
+async def record_lineage(
+    sessions: async_sessionmaker[AsyncSession], execution_id: str, emissions: Sequence[Emission]
+) -> None:
+    """Insert-or-ignore by correlation id: a retried batch re-derives the same ids, so no duplicates."""
+    if not emissions:
+        return
+    rows = [{"execution_id": execution_id, **asdict(e)} for e in emissions]
+    async with sessions() as session:
+        await insert_ignore(session, LineageRecord, rows)
+        await session.commit()
 
 
 @dataclass

@@ -17,11 +17,11 @@ from sluice.ids import uuid7
 from sluice.pipeline_config import PipelineConfig
 from sluice.replay_sources import ancestry, candidate_keys
 from sluice.services.configs import ConfigService, require_valid
-from sluice.services.executions import ExecutionService
+from sluice.services.executions import ExecutionService, StartedExecution
 from sluice.settings import Settings
 from sluice.storage.base import ObjectStorage, StorageKeyError
 from sluice.storage.keys import is_sidecar, validate_key, validate_relative_path
-from sluice.workflow_io import ReplaySpec
+from sluice.workflow_io import ReplayListing, ReplaySpec
 
 MAX_MANUAL_KEYS = 1000
 _EXECUTION_KEY = re.compile(r"^[0-9a-fA-F-]{36}/")
@@ -31,10 +31,7 @@ _EXECUTION_KEY = re.compile(r"^[0-9a-fA-F-]{36}/")
 class DetachedOutcome:
     record: ExecutionRecord
     to_queue: str
-    found: int
-    published: int
-    failed: int
-    errors: list[str]
+    listing: ReplayListing
 
 
 class ReplayService:
@@ -64,7 +61,7 @@ class ReplayService:
         tag: str | None = None,
         config_id: str | None = None,
         trigger: str = "replay",
-    ) -> ExecutionRecord:
+    ) -> StartedExecution:
         parent = await self.executions.find(parent_ref)
         if config_id is not None:
             target = await self.configs.get(config_id)
@@ -111,7 +108,7 @@ class ReplayService:
     async def detached(
         self, *, from_execution_id: str, from_stage: str, to_route: str, from_path: str | None
     ) -> DetachedOutcome:
-        record = await self.replay_execution(
+        started = await self.replay_execution(
             from_execution_id,
             replay_source="storage",
             from_stage=from_stage,
@@ -119,22 +116,16 @@ class ReplayService:
             from_path=from_path,
             trigger="detached-replay",
         )
-        route = PipelineConfig.from_snapshot(record.config_yaml).route(to_route)
-        stats = record.replay or {}
-        if "objects_found" not in stats:
-            refreshed = await self.executions.get(record.id)
-            stats = refreshed.replay or {}
-            record = refreshed
-        errors = list(stats.get("errors") or [])
-        if "objects_found" not in stats:
-            errors.append(record.error or "publishing did not complete")
+        route = PipelineConfig.from_snapshot(started.record.config_yaml).route(to_route)
+        listing = started.listing or ReplayListing(
+            objects_found=0,
+            objects_published=0,
+            errors=[started.publish_error or "publishing did not complete"],
+        )
         return DetachedOutcome(
-            record=record,
+            record=started.record,
             to_queue=(route.task_queue if route and route.task_queue else self.settings.task_queue),
-            found=int(stats.get("objects_found", 0)),
-            published=int(stats.get("objects_published", 0)),
-            failed=int(stats.get("objects_failed", 0)),
-            errors=errors,
+            listing=listing,
         )
 
     async def _parent_config(self, parent: ExecutionRecord) -> tuple[str, str, int]:

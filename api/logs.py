@@ -1,6 +1,6 @@
-"""Live log streams: Server-Sent Events for one execution (executions API and runs facade alike).
+"""Log responses shared by the executions API and the runs facade: live SSE streams and exports.
 
-A finished run gets everything then the stream closes; an active one gets its history, then new
+A finished run's stream gets everything, then closes; an active one gets its history, then new
 rows as the event hub pushes them, until the run ends (then `error` for a failed run, and `status`).
 """
 
@@ -15,9 +15,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from sluice.api.deps import Services
+from sluice.api.schemas import LogEntryResponse
 
+from sluice.clock import as_utc
 from sluice.db.events import EXECUTION_FINISHED
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord, as_utc
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord
 from sluice.services.executions import TERMINAL
 from sluice.services.logs import levels_at_least
 
@@ -103,4 +105,38 @@ def log_stream(
         events(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )
+
+
+def export_logs(
+    services: Services, record: ExecutionRecord, *, format: str, route: str | None, level: str | None
+) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        first = True
+        if format == "json":
+            yield b"["
+        async for row in services.logs.iterate(record.id, route=route, level=level):
+            entry = LogEntryResponse.model_validate(row)
+            if format == "text":
+                where = f" [{entry.route}]" if entry.route else ""
+                yield f"{entry.timestamp.isoformat()} {entry.level.upper():<5}{where} {entry.message}\n".encode()
+            else:
+                line = entry.model_dump_json()
+                if format == "json":
+                    yield (b"" if first else b",") + line.encode()
+                else:
+                    yield line.encode() + b"\n"
+            first = False
+        if format == "json":
+            yield b"]"
+
+    extension, media = {
+        "text": ("log", "text/plain"),
+        "jsonl": ("jsonl", "application/x-ndjson"),
+        "json": ("json", "application/json"),
+    }[format]
+    return StreamingResponse(
+        body(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="execution-{record.id}-logs.{extension}"'},
     )

@@ -1,0 +1,108 @@
+"""Closing an execution: its final status, totals, route runs and lifecycle events, in one place.
+
+Two callers: the workflow's last activity (authoritative: it knows every route's outcome, and a
+retry rewrites the same state) and reconciliation with Temporal (only closes a record that still
+says `running`, e.g. a workflow terminated outside Sluice).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from sluice.clock import duration_ms
+from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
+from sluice.workflow_io import RouteProgress
+
+
+async def close_execution(
+    session: AsyncSession,
+    execution_id: str,
+    *,
+    status: str,
+    error: str | None,
+    completed_at: datetime,
+    routes: list[RouteProgress] | None = None,
+    authoritative: bool,
+) -> ExecutionRecord | None:
+    """Record the end of an execution and commit. Lifecycle events are written once, on the
+    transition out of `running`; a non-authoritative close leaves a finished record alone."""
+    record = await session.get(ExecutionRecord, execution_id)
+    if record is None:
+        return None
+    closing = record.status == "running"
+    if not closing and not authoritative:
+        return record
+    record.status = status
+    record.error = error if authoritative else (record.error or error)
+    record.completed_at = completed_at
+    record.duration_ms = duration_ms(record.started_at, completed_at)
+    if routes is not None:
+        record.messages_processed = sum(r.messages_processed for r in routes)
+        record.objects_written = sum(r.objects_written for r in routes)
+        rows = [r.rows_written for r in routes if r.rows_written is not None]
+        record.rows_written = sum(rows) if rows else None
+        await _store_route_runs(session, execution_id, routes)
+    session.add(record)
+    if closing:
+        for prog in routes or []:
+            if prog.status in ("completed", "failed", "cancelled"):
+                session.add(_route_finished(execution_id, prog, completed_at))
+        session.add(
+            execution_finished(
+                execution_id,
+                status,
+                error=record.error,
+                rows_written=record.rows_written,
+                duration_ms=record.duration_ms,
+                timestamp=completed_at,
+            )
+        )
+    await session.commit()
+    await session.refresh(record)
+    return record
+
+
+async def _store_route_runs(session: AsyncSession, execution_id: str, routes: list[RouteProgress]) -> None:
+    existing = {
+        r.route: r
+        for r in (
+            await session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id))
+        ).all()
+    }
+    for prog in routes:
+        row = existing.get(prog.route) or RouteRunRecord(
+            execution_id=execution_id, route=prog.route, status=prog.status
+        )
+        row.set_progress(prog)
+        session.add(row)
+
+
+def _route_finished(execution_id: str, prog: RouteProgress, fallback: datetime) -> ExecutionLogRecord:
+    retries = f", {prog.retries} retr{'y' if prog.retries == 1 else 'ies'}" if prog.retries else ""
+    return lifecycle(
+        execution_id,
+        ROUTE_FINISHED,
+        f"route {prog.status}: {prog.messages_processed} message(s) in, {prog.messages_out} out, "
+        f"{prog.objects_written} object(s){retries}" + (f": {prog.error}" if prog.error else ""),
+        level="error" if prog.status == "failed" else "info",
+        route=prog.route,
+        data=prog.model_dump(
+            mode="json",
+            include={
+                "status",
+                "messages_in",
+                "messages_processed",
+                "messages_out",
+                "objects_written",
+                "rows_written",
+                "retries",
+                "duration_ms",
+                "error",
+            },
+        ),
+        timestamp=prog.completed_at or fallback,
+    )
