@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 
+from sluice.activities.deps import ActivityDeps
 from sluice.services.closing import close_execution
 from sluice.workflow_io import FINALIZE_EXECUTION, FinalizeInput
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 
+from sluice.activities.deps import ActivityDeps
 from sluice.db.events import REPLAY_PUBLISHED, lifecycle
 from sluice.db.models import ExecutionRecord
 from sluice.ids import derived_id

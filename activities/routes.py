@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from sluice.activities.deps import ActivityDeps
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from sluice.activities.deps import ActivityDeps
 from sluice.db.models import ExecutionLogRecord
 from sluice.errors import NON_RETRYABLE_HANDLER_ERRORS
 from sluice.handlers.context import AsyncRouteContext, BatchState, LogEntry, SyncRouteContext

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from sluice.api.deps import Services
-from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
-from sluice.api.routes import router
 from temporalio.client import Client
 
 from sluice import __version__
+from sluice.api.deps import Services
+from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
+from sluice.api.routes import router
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
 from sluice.handlers.registry import add_import_paths, allow_modules

@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
-from sluice.api.schemas import ConfigYamlBody
 
+from sluice.api.schemas import ConfigYamlBody
 from sluice.errors import InvalidArgumentError, SluiceError
 
 MAX_BODY = 1_048_576

@@ -1,4 +1,4 @@
-"""Log responses shared by the executions API and the runs facade: live SSE streams and exports.
+"""Log responses: live SSE streams and exports (executions API and runs facade), /api/ws events.
 
 A finished run's stream gets everything, then closes; an active one gets its history, then new
 rows as the event hub pushes them, until the run ends (then `error` for a failed run, and `status`).
@@ -14,11 +14,11 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from sluice.api.deps import Services
-from sluice.api.schemas import LogEntryResponse
 
+from sluice.api.deps import Services
+from sluice.api.schemas import LogEntryResponse, run_status
 from sluice.clock import as_utc
-from sluice.db.events import EXECUTION_FINISHED
+from sluice.db.events import EXECUTION_FINISHED, EXECUTION_STARTED, REPLAY_PUBLISHED, ROUTE_FINISHED
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord
 from sluice.services.executions import TERMINAL
 from sluice.services.logs import levels_at_least
@@ -140,3 +140,38 @@ def export_logs(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="execution-{record.id}-logs.{extension}"'},
     )
+
+
+def ws_events(row: ExecutionLogRecord) -> list[dict[str, Any]]:
+    """What one log row means on /api/ws: a `log` event, preceded by its lifecycle event if any."""
+    base = {"execution_id": row.execution_id, "timestamp": as_utc(row.timestamp).isoformat(), "id": row.id}  # type: ignore[union-attr]
+    out: list[dict[str, Any]] = []
+    data = row.data or {}
+    if row.event in (EXECUTION_STARTED, EXECUTION_FINISHED):
+        status = data.get("status", "running")
+        out.append(
+            {
+                "type": "run_status",
+                **base,
+                "status": status,
+                "run_status": run_status(status),
+                "error": data.get("error"),
+                "rows_written": data.get("rows_written"),
+                "duration_ms": data.get("duration_ms"),
+            }
+        )
+    elif row.event == ROUTE_FINISHED:
+        out.append({"type": "node_completed", **base, "route": row.route, "node_id": row.route, **data})
+    elif row.event == REPLAY_PUBLISHED:
+        out.append({"type": "replay_published", **base, "route": row.route, **data})
+    out.append(
+        {
+            "type": "log",
+            **base,
+            "route": row.route,
+            "level": row.level,
+            "message": row.message,
+            "kind": row.kind,
+        }
+    )
+    return out

@@ -30,9 +30,9 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
-from sluice.api.app import create_app  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
+from sluice.api.app import create_app  # noqa: E402
 from sluice.db.migrate import upgrade_database  # noqa: E402
 from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,

@@ -16,14 +16,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sluice.activities import ActivityDeps
-from sluice.api.app import create_app
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from sluice.activities import ActivityDeps
+from sluice.api.app import create_app
 from sluice.runtime.worker import build_worker, worker_queues
 from sluice.settings import Settings
 from sluice.temporal import SEARCH_ATTRIBUTES, temporal_cli_path

@@ -155,6 +155,7 @@ async def test_temporal_unreachable_is_503(make_stack: StackFactory) -> None:
     # An API pointed at a port where no Temporal listens; no injected client.
     stack = await make_stack(worker=False)
     import uvicorn
+
     from sluice.api.app import create_app  # a second app sharing the database, with a dead Temporal address
 
     settings = stack.settings.model_copy(update={"temporal_address": "127.0.0.1:1"})

@@ -389,14 +389,18 @@ async def test_responses_link_to_the_temporal_ui(stack: Stack, path: str) -> Non
         == f"http://127.0.0.1:8233/namespaces/default/workflows/sluice-exec-{run['id']}"
     )
     await stack.wait(run["id"])
+    # The record is final as the workflow's last activity commits; the workflow closes just after.
+    handle = stack.temporal.get_workflow_handle(f"sluice-exec-{run['id']}")
+    await handle.result()
     # The search attributes the UI filters on are set on the workflow.
-    desc = await stack.temporal.get_workflow_handle(f"sluice-exec-{run['id']}").describe()
+    desc = await handle.describe()
     names = {pair.key.name for pair in desc.typed_search_attributes}
     assert {"SluicePipeline", "SluiceConfigId", "SluiceNamespace", "SluiceLayer"} <= names
-    found = [
-        w
-        async for w in stack.temporal.list_workflows(
-            "SluicePipeline = 'fan' AND ExecutionStatus = 'Completed'"
-        )
-    ]
-    assert any(w.id == f"sluice-exec-{run['id']}" for w in found)
+    # Temporal's visibility store (what the UI lists) is eventually consistent: poll, bounded.
+    query = f"SluicePipeline = 'fan' AND ExecutionStatus = 'Completed' AND WorkflowId = '{handle.id}'"
+    for _ in range(100):
+        if [w async for w in stack.temporal.list_workflows(query)]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"{handle.id} not listed as completed by visibility within 10s")

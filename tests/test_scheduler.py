@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sluice.workflows.scheduler import ENTRY_LIMIT, MIN_PAGE, Scheduler
 
 from sluice.messages import Message, MessageMetadata
 from sluice.pipeline_config import RouteConfig
 from sluice.workflow_io import CarriedState, QueueEntry, RoutedOutput, RouteResult, SpillRef
+from sluice.workflows.scheduler import ENTRY_LIMIT, MIN_PAGE, Scheduler
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sluice.workflows import WORKFLOWS
 from temporalio import activity
 from temporalio.client import WithStartWorkflowOperation, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
@@ -45,6 +44,7 @@ from sluice.workflow_io import (
     SpillRef,
     SpillTask,
 )
+from sluice.workflows import WORKFLOWS
 
 Behaviour = Callable[[RouteTask], Awaitable[RouteResult]]
 

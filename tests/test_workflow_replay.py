@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sluice.workflows import WORKFLOWS
-from sluice.workflows.scheduler import Scheduler
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
+
+from sluice.workflows import WORKFLOWS
+from sluice.workflows.scheduler import Scheduler
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

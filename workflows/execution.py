@@ -18,8 +18,6 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from sluice.workflows.scheduler import Scheduler
-
     from sluice.durations import parse_duration
     from sluice.errors import NON_RETRYABLE_ERROR_TYPES
     from sluice.pipeline_config import RouteConfig
@@ -44,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SpillRef,
         SpillTask,
     )
+    from sluice.workflows.scheduler import Scheduler
 
 SPILL_CHUNK = 500
 INLINE_CARRY_LIMIT = 200

@@ -6,6 +6,7 @@ their own paths. Routers never import each other: shared pieces live in `sluice.
 """
 
 from fastapi import APIRouter
+
 from sluice.api.routes import configs, executions, health, replay, runs, ws
 
 API_PREFIX = "/api/v1"

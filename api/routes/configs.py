@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+
 from sluice.api.body import YAML_BODY_OPENAPI, read_yaml_body
 from sluice.api.deps import ServicesDep
 from sluice.api.schemas import (
@@ -15,9 +16,8 @@ from sluice.api.schemas import (
     ErrorResponse,
     ExecutionResponse,
     ValidationErrorResponse,
+    ValidationReport,
 )
-
-from sluice.validation import ValidationReport, validate_yaml
 
 router = APIRouter(prefix="/configs", tags=["configs"])
 
@@ -27,10 +27,10 @@ UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Temporal not reacha
 
 
 @router.post("/validate", response_model=ValidationReport, openapi_extra=YAML_BODY_OPENAPI)
-async def validate_config(request: Request) -> ValidationReport:
+async def validate_config(request: Request, services: ServicesDep) -> ValidationReport:
     """Validate a pipeline YAML without storing it; always 200 with the report."""
     text = await read_yaml_body(request)
-    return validate_yaml(text).report
+    return services.configs.validate(text)
 
 
 @router.post(

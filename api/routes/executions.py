@@ -8,6 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+
 from sluice.api.deps import ServicesDep
 from sluice.api.logs import export_logs, log_stream, wants_sse
 from sluice.api.schemas import (
@@ -20,7 +21,6 @@ from sluice.api.schemas import (
     ExecutionStatus,
     LogEntryResponse,
 )
-
 from sluice.clock import as_utc
 from sluice.services.executions import ExecutionFilters
 

@@ -6,6 +6,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
+
 from sluice.api.deps import ServicesDep
 from sluice.api.schemas import (
     DetachedReplayRequest,

@@ -13,6 +13,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
+
 from sluice.api.deps import ServicesDep
 from sluice.api.logs import export_logs, log_stream, wants_sse
 from sluice.api.schemas import (
@@ -28,7 +29,6 @@ from sluice.api.schemas import (
     RunResponse,
     run_status,
 )
-
 from sluice.clock import as_utc
 from sluice.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, SluiceError
 from sluice.pipeline_config import NAME_PATTERN

@@ -6,50 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from sluice.api.schemas import run_status
 
-from sluice.clock import as_utc
-from sluice.db.events import EXECUTION_FINISHED, EXECUTION_STARTED, REPLAY_PUBLISHED, ROUTE_FINISHED
-from sluice.db.models import ExecutionLogRecord
+from sluice.api.logs import ws_events
 
 router = APIRouter(tags=["events"])
-
-
-def events_of(row: ExecutionLogRecord) -> list[dict[str, Any]]:
-    base = {"execution_id": row.execution_id, "timestamp": as_utc(row.timestamp).isoformat(), "id": row.id}  # type: ignore[union-attr]
-    out: list[dict[str, Any]] = []
-    data = row.data or {}
-    if row.event in (EXECUTION_STARTED, EXECUTION_FINISHED):
-        status = data.get("status", "running")
-        out.append(
-            {
-                "type": "run_status",
-                **base,
-                "status": status,
-                "run_status": run_status(status),
-                "error": data.get("error"),
-                "rows_written": data.get("rows_written"),
-                "duration_ms": data.get("duration_ms"),
-            }
-        )
-    elif row.event == ROUTE_FINISHED:
-        out.append({"type": "node_completed", **base, "route": row.route, "node_id": row.route, **data})
-    elif row.event == REPLAY_PUBLISHED:
-        out.append({"type": "replay_published", **base, "route": row.route, **data})
-    out.append(
-        {
-            "type": "log",
-            **base,
-            "route": row.route,
-            "level": row.level,
-            "message": row.message,
-            "kind": row.kind,
-        }
-    )
-    return out
 
 
 @router.websocket("/api/ws")
@@ -91,7 +53,7 @@ async def events_socket(websocket: WebSocket) -> None:
                 if getter not in done:
                     getter.cancel()
                     break
-                for event in events_of(getter.result()):
+                for event in ws_events(getter.result()):
                     await websocket.send_json(event)
     except (WebSocketDisconnect, RuntimeError):
         pass

@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = Settings(**({"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}))
     except Exception as exc:
         sys.exit(f"sluice: invalid settings: {exc}")
+    if args.command in ("dev", "run", "validate"):
+        settings = _with_working_directory(settings)
     handler = {
         "dev": cmd_dev,
         "run": cmd_run,
@@ -87,6 +89,16 @@ def main(argv: list[str] | None = None) -> None:
         "migrate": cmd_migrate,
     }[args.command]
     sys.exit(handler(args, settings))
+
+
+def _with_working_directory(settings: Settings) -> Settings:
+    """`sluice dev`, `run` and `validate` find handler modules in the working directory too."""
+    from sluice.handlers.registry import add_import_paths, allow_modules
+
+    paths = os.pathsep.join(filter(None, [settings.handler_paths, os.getcwd()]))
+    add_import_paths(paths)
+    allow_modules(settings.handler_modules)
+    return settings.model_copy(update={"handler_paths": paths})
 
 
 # -- dev ---------------------------------------------------------------------------------------
@@ -389,11 +401,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from sluice.handlers.registry import add_import_paths, allow_modules
     from sluice.validation import validate_yaml
 
-    add_import_paths(os.pathsep.join(filter(None, [settings.handler_paths, os.getcwd()])))
-    allow_modules(settings.handler_modules)
     try:
         text = args.file.read_text(encoding="utf-8")
     except OSError as exc:

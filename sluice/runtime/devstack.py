@@ -99,8 +99,8 @@ def child_env(settings: Settings) -> dict[str, str]:
     )
     if settings.database_schema:
         env["SLUICE_DATABASE_SCHEMA"] = settings.database_schema
-    cwd = os.getcwd()
-    env["SLUICE_HANDLER_PATHS"] = os.pathsep.join(filter(None, [settings.handler_paths, cwd]))
+    if settings.handler_paths:
+        env["SLUICE_HANDLER_PATHS"] = settings.handler_paths
     return env
 
 

@@ -50,6 +50,11 @@ class ConfigService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
+    def validate(self, yaml_text: str) -> ValidationReport:
+        """The full report (errors and warnings) without storing anything (not cached: nothing
+        a caller only validates should occupy the cache of stored configs)."""
+        return validate_yaml(yaml_text).report
+
     async def create(self, yaml_text: str) -> PipelineConfigRecord:
         config, _ = require_valid(yaml_text)
         now = utcnow()
