@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -170,6 +170,32 @@ async def make_stack(
 @pytest.fixture
 async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
+
+
+async def workflow_runs(client: Client, workflow_id: str) -> list[str]:
+    """Run ids of a workflow's continue-as-new chain, first to last, read from history (strongly
+    consistent, unlike the visibility store behind list_workflows)."""
+    run_id: str | None = (await client.get_workflow_handle(workflow_id).describe()).run_id
+    chain: list[str] = []
+    while run_id:
+        chain.append(run_id)
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        run_id = started.continued_execution_run_id or None
+    return chain[::-1]
+
+
+async def workflow_closed(client: Client, workflow_id: str, timeout: float = 30.0) -> WorkflowExecutionStatus:
+    """Wait until Temporal has closed a workflow (a record turns final just before that)."""
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = (await handle.describe()).status
+        if status not in (None, WorkflowExecutionStatus.RUNNING):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{workflow_id} still running after {timeout}s")
+        await asyncio.sleep(0.1)
 
 
 def pg_available() -> bool:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sluice.runtime.devstack import free_port, port_in_use
-from tests.conftest import REPO
+from tests.conftest import REPO, workflow_closed
 
 EXAMPLE = REPO / "examples" / "docs-ingest" / "pipeline.yaml"
 SLUICE = [sys.executable, "-m", "sluice"]
@@ -150,8 +150,8 @@ async def test_dev_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
         from temporalio.client import Client
 
         client = await Client.connect(f"127.0.0.1:{temporal}")
-        desc = await client.get_workflow_handle(f"sluice-exec-{run['id']}").describe()
-        assert desc.status is not None and desc.status.name == "COMPLETED"
+        status = await workflow_closed(client, f"sluice-exec-{run['id']}")
+        assert status.name == "COMPLETED"
     finally:
         second.send_signal(signal.SIGINT)
         await asyncio.to_thread(second.communicate, timeout=60)

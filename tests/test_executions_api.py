@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.conftest import Stack, StackFactory
+from tests.conftest import Stack, StackFactory, workflow_runs
 
 SEED_FIELDS = {
     "id",
@@ -277,8 +277,7 @@ async def test_big_fanout_spills_and_continues_as_new(make_stack: StackFactory) 
     }
     assert routes["copy"]["messages_in"] == 250 and routes["copy"]["messages_processed"] == 250
     # More than one workflow run: the execution continued as new.
-    runs = [wf async for wf in stack.temporal.list_workflows(f"WorkflowId = 'sluice-exec-{started['id']}'")]
-    assert len(runs) > 1
+    assert len(await workflow_runs(stack.temporal, f"sluice-exec-{started['id']}")) > 1
 
 
 async def test_sync_handler_runs_in_thread_and_reports_rows(stack: Stack) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import EventType
 
-from tests.conftest import StackFactory
+from tests.conftest import StackFactory, workflow_runs
 
 OBJECTS = 10_000
 
@@ -57,12 +57,11 @@ async def test_replay_of_ten_thousand_objects(make_stack: StackFactory, tmp_path
     assert routes["tally"]["messages_in"] == routes["tally"]["messages_processed"] == OBJECTS
 
     # Several runs (continue-as-new), each far below Temporal's limits: events and payload sizes.
-    runs = [
-        wf async for wf in stack.temporal.list_workflows(f"WorkflowId = 'sluice-exec-{body['execution_id']}'")
-    ]
+    workflow_id = f"sluice-exec-{body['execution_id']}"
+    runs = await workflow_runs(stack.temporal, workflow_id)
     assert len(runs) >= 3
-    for run in runs:
-        history = await stack.temporal.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+    for run_id in runs:
+        history = await stack.temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         assert len(history.events) < 10_240
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:

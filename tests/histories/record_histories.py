@@ -18,9 +18,8 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
 
-from tests.conftest import Stack
+from tests.conftest import Stack, workflow_closed, workflow_runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,14 +70,7 @@ routes:
 
 async def _save(stack: Stack, name: str, execution_id: str) -> None:
     workflow_id = f"sluice-exec-{execution_id}"
-    handle = stack.temporal.get_workflow_handle(workflow_id)
-    run_ids: list[str] = []
-    async for wf in stack.temporal.list_workflows(f"WorkflowId = '{workflow_id}'"):
-        run_ids.append(wf.run_id)
-    # Visibility is eventually consistent: fall back to the latest run alone.
-    if not run_ids:
-        run_ids = [(await handle.describe()).run_id]
-    run_ids.reverse()  # oldest first
+    run_ids = await workflow_runs(stack.temporal, workflow_id)
     for i, run_id in enumerate(run_ids):
         history = await stack.temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
         suffix = f".run{i + 1}" if len(run_ids) > 1 else ""
@@ -88,9 +80,7 @@ async def _save(stack: Stack, name: str, execution_id: str) -> None:
 async def _finished(stack: Stack, execution_id: str) -> dict:
     """The record is final, and so is the workflow (it closes just after recording)."""
     body = await stack.wait(execution_id, timeout=120)
-    handle = stack.temporal.get_workflow_handle(f"sluice-exec-{execution_id}")
-    while (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-        await asyncio.sleep(0.1)
+    await workflow_closed(stack.temporal, f"sluice-exec-{execution_id}")
     return body
 
 
@@ -105,7 +95,6 @@ async def test_record(make_stack) -> None:
     spill = await stack.create_config(SPILL)
     spill_run = (await stack.run(spill["id"])).json()
     assert (await _finished(stack, spill_run["id"]))["status"] == "completed"
-    await asyncio.sleep(2)  # let visibility list every run of the chain
     await _save(stack, "spill_continue_as_new", spill_run["id"])
 
     replay = await stack.http.post(
