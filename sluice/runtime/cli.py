@@ -139,10 +139,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from sluice.validation import validate_yaml
 
-    try:
-        yaml_text = args.file.read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"sluice run: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+    yaml_text = _read_pipeline(args.file, "run")
+    if yaml_text is None:
         return 2
     outcome = validate_yaml(yaml_text)
     if outcome.config is None:
@@ -336,6 +334,16 @@ def _print_summary(final: dict[str, Any], routes: list[dict[str, Any]]) -> None:
         print(f"  Temporal UI: {final['temporal_ui_url']}", file=out)
 
 
+def _read_pipeline(path: Path, command: str) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(
+            f"sluice {command}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
+        )
+        return None
+
+
 def _error_text(resp: httpx.Response) -> str:
     try:
         body = resp.json()
@@ -403,10 +411,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from sluice.validation import validate_yaml
 
-    try:
-        text = args.file.read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"sluice validate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+    text = _read_pipeline(args.file, "validate")
+    if text is None:
         return 2
     report = validate_yaml(text).report.model_dump()
     if args.json:
