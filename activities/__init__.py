@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sluice.activities.deps import ActivityDeps
+from sluice.activities.handlers import check_handlers
 from sluice.activities.records import RecordActivities
 from sluice.activities.replay import ReplayActivities
 from sluice.activities.routes import RouteActivities
@@ -16,7 +17,13 @@ def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:
     routes = RouteActivities(deps)
     records = RecordActivities(deps)
     replay = ReplayActivities(deps)
-    return [routes.run_route, routes.spill_messages, records.finalize_execution, replay.list_replay_objects]
+    return [
+        routes.run_route,
+        routes.spill_messages,
+        records.finalize_execution,
+        replay.list_replay_objects,
+        check_handlers,
+    ]
 
 
 __all__ = ["ActivityDeps", "build_activities"]

@@ -54,6 +54,7 @@ class RouteActivities:
             storage=self.deps.storage,
             settings=self.deps.settings,
             worker_id=self.deps.worker_id,
+            read_prefixes=tuple(f"{e}/" for e in task.read_executions),
         )
         heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout, self._flush_logs))
         try:
@@ -62,6 +63,7 @@ class RouteActivities:
                 messages = await load_batch(self.deps.storage, task.batch)
             except ObjectNotFoundError as exc:
                 raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
+            state.inputs.update(m.object_key for m in messages if m.object_key)
             for message in messages:
                 await self._invoke(handler, message, state)
                 state.processed += 1

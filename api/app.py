@@ -1,4 +1,4 @@
-"""Application factory. `uvicorn api.app:create_app --factory` or `sluice api`."""
+"""Application factory. `uvicorn sluice.api.app:create_app --factory` or `sluice api`."""
 
 from __future__ import annotations
 
@@ -7,20 +7,27 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 from sluice import __version__
+from sluice.api.body import BodyGuard
 from sluice.api.deps import Services
 from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
 from sluice.api.routes import router
+from sluice.auth.oidc import OidcVerifier
+from sluice.auth.tokens import TokenService
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
-from sluice.handlers.registry import add_import_paths, allow_modules
+from sluice.handlers.registry import configure_handlers
 from sluice.services.configs import ConfigService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
+from sluice.services.handler_check import HandlerChecker
+from sluice.services.idempotency import IdempotencyService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
@@ -38,19 +45,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        add_import_paths(settings.handler_paths)
-        allow_modules(settings.handler_modules)
+        configure_handlers(settings)
         engine = create_engine(settings)
         if migrate:
             await upgrade(engine)
         sessions = session_factory(engine)
         gateway = TemporalGateway(settings, temporal_client)
         storage = open_storage(settings)
-        config_service = ConfigService(sessions)
+        config_service = ConfigService(sessions, HandlerChecker(gateway, settings))
         executions_service = ExecutionService(sessions, gateway, settings, config_service)
         log_service = LogService(sessions)
         hub = EventHub(log_service)
-        app.state.services = Services(
+        services = Services(
             settings=settings,
             configs=config_service,
             executions=executions_service,
@@ -60,8 +66,12 @@ def create_app(
             storage=storage,
             logs=log_service,
             hub=hub,
+            tokens=TokenService(sessions),
+            idempotency=IdempotencyService(sessions, timedelta(seconds=settings.seconds("idempotency_ttl"))),
+            oidc=OidcVerifier(settings) if settings.auth == "oidc" else None,
         )
-        sweeper = asyncio.create_task(_reconcile_forever(app.state.services.executions))
+        app.state.services = services
+        sweeper = asyncio.create_task(_sweep_forever(services))
         try:
             yield
         finally:
@@ -78,19 +88,30 @@ def create_app(
         description="Pipeline orchestration on Temporal: configs, executions, stages and replay.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyGuard)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Correlation-ID"],
+            expose_headers=["X-Correlation-ID"],
+        )
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
     app.include_router(router)
     return app
 
 
-async def _reconcile_forever(service: ExecutionService) -> None:
-    """Executions whose workflow died outside Sluice become `interrupted` even if nobody reads them."""
+async def _sweep_forever(services: Services) -> None:
+    """Executions whose workflow died outside Sluice become `interrupted` even if nobody reads them;
+    expired Idempotency-Keys are forgotten."""
     while True:
         await asyncio.sleep(RECONCILE_EVERY)
         try:
-            changed = await service.reconcile_running()
+            changed = await services.executions.reconcile_running()
             if changed:
                 log.info("reconciled %d execution(s) with Temporal", changed)
+            await services.idempotency.purge()
         except Exception:
-            log.exception("reconcile sweep failed")
+            log.exception("periodic sweep failed")

@@ -1,15 +1,21 @@
-"""Injected services (the full-stack-fastapi-template `deps` pattern)."""
+"""Injected services (the full-stack-fastapi-template `deps` pattern), and the Idempotency-Key
+reservation every start endpoint shares."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
+from sluice.auth.oidc import OidcVerifier
+from sluice.auth.roles import Principal
+from sluice.auth.tokens import TokenService
 from sluice.services.configs import ConfigService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
+from sluice.services.idempotency import IdempotencyService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
@@ -28,6 +34,9 @@ class Services:
     storage: ObjectStorage
     logs: LogService
     hub: EventHub
+    tokens: TokenService
+    idempotency: IdempotencyService
+    oidc: OidcVerifier | None = None
 
 
 def get_services(request: Request) -> Services:
@@ -35,3 +44,27 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Retry-safe start: a retry with the same key and request returns the same execution "
+        "(kept at least 24 h); the same key with a different request gets 422",
+    ),
+]
+
+
+async def reserved_execution(
+    request: Request, services: Services, principal: Principal, key: str | None
+) -> str | None:
+    """The execution id an Idempotency-Key stands for (None without the header)."""
+    if key is None:
+        return None
+    digest = hashlib.sha256()
+    digest.update(
+        f"{request.method} {request.url.path}?{sorted(request.query_params.multi_items())}\n".encode()
+    )
+    digest.update(await request.body())
+    return await services.idempotency.reserve(principal.name, key, digest.hexdigest())

@@ -73,12 +73,20 @@ def error_body(detail: str, error_code: str | None, **extra: Any) -> dict[str, A
     }
 
 
+def error_response(
+    status_code: int, detail: str, error_code: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An ErrorResponse for code that answers before routing (middleware, WebSocket handshakes)."""
+    return JSONResponse(status_code=status_code, content=error_body(detail, error_code), headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SluiceError)
     async def _domain(_: Request, exc: SluiceError) -> JSONResponse:
         return JSONResponse(
             status_code=exc.status_code,
             content=jsonable_encoder(error_body(exc.detail, exc.error_code, **exc.extra)),
+            headers=exc.headers,
         )
 
     @app.exception_handler(StarletteHTTPException)

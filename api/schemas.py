@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from sluice.auth.roles import Role
 from sluice.clock import UtcDatetime
 from sluice.db.models import ExecutionRecord, LineageRecord
 from sluice.settings import Settings
 from sluice.validation import ValidationReport
 from sluice.workflow_io import RouteProgress
+
+MAX_INT = 2**31 - 1  # bound for counts, offsets and versions in requests (never a 500 on overflow)
+MAX_ID = 2**63 - 1  # bound for log ids (BIGINT)
+
+ExecutionRef = Annotated[str, Path(min_length=1, max_length=255, description="Execution id (UUID) or tag")]
 
 ExecutionStatus = Literal["running", "completed", "failed", "cancelled", "interrupted"]
 ReplaySource = Literal["storage", "lineage", "manual"]
@@ -50,6 +57,8 @@ class ConfigResponse(BaseModel):
     yaml: str
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    created_by: str | None = Field(default=None, description="Who stored the first version")
+    updated_by: str | None = Field(default=None, description="Who stored the latest version")
 
 
 class ConfigListResponse(BaseModel):
@@ -67,6 +76,7 @@ class ConfigVersionResponse(BaseModel):
     config_hash: str
     yaml: str
     created_at: UtcDatetime
+    created_by: str | None = Field(default=None, description="Who wrote this version")
 
 
 class ExecutionResponse(BaseModel):
@@ -88,6 +98,7 @@ class ExecutionResponse(BaseModel):
     namespace: str
     layer: str
     trigger: str
+    triggered_by: str | None = Field(default=None, description="Who started it (token name or OIDC user)")
     error: str | None = None
     duration_ms: int | None = None
     messages_processed: int = 0
@@ -310,6 +321,15 @@ class RunListResponse(BaseModel):
     total: int
 
 
+class RunCreateRequest(BaseModel):
+    """Trigger the latest config of a pipeline (seed 003)."""
+
+    namespace: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    layer: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    pipeline: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    trigger: str = Field(default="manual", pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+
 class RunCreatedResponse(BaseModel):
     run_id: str
     status: Literal["pending"]
@@ -339,3 +359,27 @@ class ExecutionConfigResponse(BaseModel):
     config_version: int
     config_hash: str
     yaml: str
+
+
+class TokenCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    role: Role
+    expires_in: str | None = Field(default=None, max_length=32, description="e.g. 90d, 12h; none: never")
+
+
+class TokenResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    role: Role
+    created_at: UtcDatetime
+    created_by: str | None
+    last_used_at: UtcDatetime | None
+    expires_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+
+
+class TokenCreatedResponse(TokenResponse):
+    token: str = Field(description="The token itself: shown once, store it now")

@@ -12,6 +12,7 @@ from typing import Any
 class SluiceError(Exception):
     status_code = 500
     error_code = "INTERNAL"
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str, *, error_code: str | None = None, extra: dict[str, Any] | None = None):
         super().__init__(detail)
@@ -24,6 +25,21 @@ class SluiceError(Exception):
 class InvalidArgumentError(SluiceError):
     status_code = 400
     error_code = "INVALID_ARGUMENT"
+
+
+class UnauthenticatedError(SluiceError):
+    """No credential, or one that is unknown, expired, revoked or badly signed."""
+
+    status_code = 401
+    error_code = "UNAUTHENTICATED"
+    headers = {"WWW-Authenticate": 'Bearer realm="sluice"'}
+
+
+class PermissionDeniedError(SluiceError):
+    """A valid credential whose role is too small for the operation."""
+
+    status_code = 403
+    error_code = "PERMISSION_DENIED"
 
 
 class NotFoundError(SluiceError):
@@ -39,6 +55,11 @@ class AlreadyExistsError(SluiceError):
 class FailedPreconditionError(SluiceError):
     status_code = 409
     error_code = "FAILED_PRECONDITION"
+
+
+class IdempotencyKeyReusedError(SluiceError):
+    status_code = 422
+    error_code = "IDEMPOTENCY_KEY_REUSED"
 
 
 class UnavailableError(SluiceError):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sluice.durations import parse_duration
 from sluice.errors import HandlerImportError
 from sluice.graph import find_cycle, reachable
-from sluice.handlers.registry import resolve_handler
+from sluice.handlers.registry import check_handler, resolve_handler
 from sluice.pipeline_config import (
     KNOWN_ROUTE_FIELDS,
     KNOWN_TOP_LEVEL,
@@ -38,9 +38,11 @@ CODES: dict[str, str] = {
     "E301": "handler string is malformed",
     "E302": "handler module cannot be imported",
     "E303": "handler attribute missing, not callable or with the wrong signature",
-    "E304": "handler module not allowed by SLUICE_HANDLER_MODULES",
+    "E304": "handler module not allowed (SLUICE_HANDLER_MODULES; with auth on and no list, built-ins only)",
+    "E305": "handler lies in the Python standard library (never a handler)",
     "E401": "invalid duration",
     "W101": "unknown field (ignored)",
+    "W301": "handler not checked: no worker polling its task queue answered in time",
     "W501": "route unreachable from the init route",
     "W502": "route writes no stage",
     "W503": "pipeline has no init_message (it can only be replayed into)",
@@ -68,7 +70,7 @@ class ValidationOutcome(BaseModel):
     config: PipelineConfig | None = None
 
 
-def _issue(severity: str, code: str, path: str, message: str, suggestion: str) -> ValidationIssue:
+def issue(severity: str, code: str, path: str, message: str, suggestion: str) -> ValidationIssue:
     return ValidationIssue(severity=severity, code=code, path=path, message=message, suggestion=suggestion)
 
 
@@ -87,7 +89,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "$"
 
 
-def validate_yaml(text: str, *, check_handlers: bool = True) -> ValidationOutcome:
+def validate_yaml(text: str, *, import_handlers: bool = False) -> ValidationOutcome:
     issues: list[ValidationIssue] = []
     try:
         doc = yaml.load(text, Loader=YAML_LOADER)
@@ -96,12 +98,12 @@ def validate_yaml(text: str, *, check_handlers: bool = True) -> ValidationOutcom
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         issues.append(
-            _issue("error", "E001", "$", f"YAML syntax error{where}: {problem}", "fix the YAML syntax")
+            issue("error", "E001", "$", f"YAML syntax error{where}: {problem}", "fix the YAML syntax")
         )
         return ValidationOutcome(report=_report(issues))
     if not isinstance(doc, dict):
         issues.append(
-            _issue(
+            issue(
                 "error",
                 "E002",
                 "$",
@@ -110,15 +112,15 @@ def validate_yaml(text: str, *, check_handlers: bool = True) -> ValidationOutcom
             )
         )
         return ValidationOutcome(report=_report(issues))
-    return validate_document(doc, check_handlers=check_handlers)
+    return validate_document(doc, import_handlers=import_handlers)
 
 
-def validate_document(doc: dict[str, Any], *, check_handlers: bool = True) -> ValidationOutcome:
+def validate_document(doc: dict[str, Any], *, import_handlers: bool = False) -> ValidationOutcome:
     issues: list[ValidationIssue] = []
     for key in doc:
         if key not in KNOWN_TOP_LEVEL:
             issues.append(
-                _issue(
+                issue(
                     "warning",
                     "W101",
                     str(key),
@@ -133,7 +135,7 @@ def validate_document(doc: dict[str, Any], *, check_handlers: bool = True) -> Va
                 for key in route:
                     if key not in KNOWN_ROUTE_FIELDS:
                         issues.append(
-                            _issue(
+                            issue(
                                 "warning",
                                 "W101",
                                 f"routes[{i}].{key}",
@@ -143,7 +145,7 @@ def validate_document(doc: dict[str, Any], *, check_handlers: bool = True) -> Va
                         )
     if not routes_raw:
         issues.append(
-            _issue(
+            issue(
                 "error",
                 "E101",
                 "routes",
@@ -158,7 +160,7 @@ def validate_document(doc: dict[str, Any], *, check_handlers: bool = True) -> Va
             path = _loc(err["loc"])
             if err["type"] == "missing":
                 issues.append(
-                    _issue(
+                    issue(
                         "error",
                         "E003",
                         path,
@@ -168,7 +170,7 @@ def validate_document(doc: dict[str, Any], *, check_handlers: bool = True) -> Va
                 )
             else:
                 issues.append(
-                    _issue(
+                    issue(
                         "error",
                         "E004",
                         path,
@@ -177,13 +179,13 @@ def validate_document(doc: dict[str, Any], *, check_handlers: bool = True) -> Va
                     )
                 )
         return ValidationOutcome(report=_report(issues))
-    issues.extend(check_semantics(config, check_handlers=check_handlers))
+    issues.extend(check_semantics(config, import_handlers=import_handlers))
     return ValidationOutcome(
         report=_report(issues), config=config if not any(i.severity == "error" for i in issues) else None
     )
 
 
-def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> list[ValidationIssue]:
+def check_semantics(config: PipelineConfig, *, import_handlers: bool = False) -> list[ValidationIssue]:
     import re
 
     issues: list[ValidationIssue] = []
@@ -193,7 +195,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
     for i, route in enumerate(config.routes):
         if route.name in seen:
             issues.append(
-                _issue(
+                issue(
                     "error",
                     "E102",
                     f"routes[{i}].name",
@@ -208,7 +210,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
         for j, target in enumerate(route.next):
             if target not in known:
                 issues.append(
-                    _issue(
+                    issue(
                         "error",
                         "E201",
                         f"{base}.next[{j}]",
@@ -220,7 +222,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
             not re.match(STAGE_PATTERN, route.stage) or route.stage.split("/")[0] == INTERNAL_ROOT
         ):
             issues.append(
-                _issue(
+                issue(
                     "error",
                     "E103",
                     f"{base}.stage",
@@ -240,7 +242,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
                 parse_duration(value)
             except ValueError as exc:
                 issues.append(
-                    _issue(
+                    issue(
                         "error",
                         "E401",
                         f"{base}.{field_name}",
@@ -248,15 +250,16 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
                         "use a duration like '30s', '5m' or '1h'",
                     )
                 )
-        if check_handlers:
-            try:
-                resolve_handler(route.handler)
-            except HandlerImportError as exc:
-                issues.append(_issue("error", exc.code, f"{base}.handler", exc.message, exc.suggestion))
+        try:
+            # Importing runs the module's code: only where that code is meant to run (a worker, the
+            # user's own CLI). The API checks syntax and policy here and asks a worker for the rest.
+            (resolve_handler if import_handlers else check_handler)(route.handler)
+        except HandlerImportError as exc:
+            issues.append(issue("error", exc.code, f"{base}.handler", exc.message, exc.suggestion))
 
     if config.init_message is None:
         issues.append(
-            _issue(
+            issue(
                 "warning",
                 "W503",
                 "init_message",
@@ -266,7 +269,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
         )
     elif config.init_message.route not in known:
         issues.append(
-            _issue(
+            issue(
                 "error",
                 "E202",
                 "init_message.route",
@@ -279,7 +282,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
     cycle = find_cycle(graph)
     if cycle:
         issues.append(
-            _issue(
+            issue(
                 "error",
                 "E203",
                 f"routes[{names.index(cycle[0])}].next",
@@ -293,7 +296,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
         for i, route in enumerate(config.routes):
             if route.name not in live:
                 issues.append(
-                    _issue(
+                    issue(
                         "warning",
                         "W501",
                         f"routes[{i}]",
@@ -308,7 +311,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
     for i, route in enumerate(config.routes):
         if route.stage is None:
             issues.append(
-                _issue(
+                issue(
                     "warning",
                     "W502",
                     f"routes[{i}].stage",
@@ -318,7 +321,7 @@ def check_semantics(config: PipelineConfig, *, check_handlers: bool = True) -> l
             )
         if route.collect and not upstream.get(route.name):
             issues.append(
-                _issue(
+                issue(
                     "warning",
                     "W504",
                     f"routes[{i}].collect",
@@ -336,3 +339,8 @@ def _did_you_mean(name: str, names: list[str]) -> str:
     if close:
         return f"did you mean {close[0]!r}? Known routes: {', '.join(names)}"
     return f"use one of the defined routes: {', '.join(names) or '(none)'}"
+
+
+def with_issues(report: ValidationReport, extra: list[ValidationIssue]) -> ValidationReport:
+    """The report with more issues (e.g. a worker's handler check), errors first again."""
+    return _report([*report.issues, *extra])

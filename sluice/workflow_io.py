@@ -23,6 +23,8 @@ RUN_ROUTE = "sluice.run_route"
 FINALIZE_EXECUTION = "sluice.finalize_execution"
 SPILL_MESSAGES = "sluice.spill_messages"
 LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
+HANDLER_CHECK_WORKFLOW = "HandlerCheckWorkflow"
+CHECK_HANDLERS = "sluice.check_handlers"
 
 RouteStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
 
@@ -80,6 +82,7 @@ class RouteTask(BaseModel):
     config_hash: str
     batch: MessageBatch
     spill_page_sizes: dict[str, int] = Field(default_factory=dict)
+    read_executions: list[str] = Field(default_factory=list)
 
 
 class RouteResult(BaseModel):
@@ -188,6 +191,10 @@ class ExecutionInput(BaseModel):
     max_in_flight: int = 200
     activities_per_run: int = 2000
     state: CarriedState | None = None
+    read_executions: list[str] = Field(
+        default_factory=list,
+        description="Earlier executions whose objects handlers may read (replay ancestry)",
+    )
 
 
 class ExecutionProgress(BaseModel):
@@ -217,6 +224,27 @@ class ExecutionSummary(BaseModel):
     objects_written: int
     routes: list[RouteProgress]
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class HandlerCheckInput(BaseModel):
+    """Handler strings to import and check, by the task queue whose workers will run them."""
+
+    queues: dict[str, list[str]]
+    timeout_seconds: float = 10.0
+
+
+class HandlerCheck(BaseModel):
+    """One handler as a worker sees it: `code` None when it imports and has the right signature."""
+
+    handler: str
+    queue: str
+    code: str | None = None
+    message: str = ""
+    suggestion: str = ""
+
+
+class HandlerCheckResult(BaseModel):
+    checks: list[HandlerCheck] = Field(default_factory=list)
 
 
 CarriedState.model_rebuild()

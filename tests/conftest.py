@@ -127,6 +127,8 @@ async def make_stack(
             "heartbeat_timeout": "1s",
             "cancel_wait": "20s",
             "temporal_ui_url": "http://127.0.0.1:8233",
+            "read_roots": f"{tmp_path},{REPO}",
+            "handler_check_timeout": "3s",
         }
         if database == "postgres":
             schema = await stack_ctx.enter_async_context(postgres_schema())

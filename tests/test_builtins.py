@@ -92,6 +92,7 @@ async def test_read_files_from_a_bucket(make_stack: StackFactory, moto_s3: S3Ser
         s3_region=moto_s3.region,
         s3_access_key_id=moto_s3.access_key_id,
         s3_secret_access_key=moto_s3.secret_access_key,
+        read_roots=f"s3://{bucket}/inbox",  # only this prefix of the bucket
     )
     yaml_text = SPLIT.replace(
         'source: inbox, pattern: "*.txt"', f'source: "s3://{bucket}/inbox", pattern: "*.txt"'
@@ -105,3 +106,8 @@ async def test_read_files_from_a_bucket(make_stack: StackFactory, moto_s3: S3Ser
         "sub/b.txt",
     ]
     assert [p.read_text() for p in files] == ["alpha", "beta"]
+
+    # The rest of the bucket is not a read root.
+    outside = await stack.create_config(yaml_text.replace("/inbox", "/elsewhere").replace("name: ", "name: x", 1))
+    failed = await stack.wait((await stack.run(outside["id"])).json()["id"])
+    assert failed["status"] == "failed" and "SLUICE_READ_ROOTS" in failed["error"]

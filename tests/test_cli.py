@@ -199,6 +199,7 @@ async def test_api_and_worker_run_separately_against_existing_temporal(
             "SLUICE_STORAGE_URL": (tmp_path / "objects").as_uri(),
             "SLUICE_TASK_QUEUE": f"separate-{port}",
             "SLUICE_API_PORT": str(port),
+            "SLUICE_READ_ROOTS": str(EXAMPLE.parent),  # read_files reads the example's documents
         }
     )
     api = subprocess.Popen([*SLUICE, "api"], env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

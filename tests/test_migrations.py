@@ -23,13 +23,15 @@ TABLES = {
     "route_runs",
     "execution_logs",
     "message_lineage",
+    "api_tokens",
+    "idempotency_keys",
 }
 
 
 async def check(engine) -> None:  # type: ignore[no-untyped-def]
     await upgrade(engine)
     await upgrade(engine)  # idempotent: a second start applies nothing
-    assert await current_revision(engine) == "0003"
+    assert await current_revision(engine) == "0004"
     async with engine.connect() as conn:
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         diff = await conn.run_sync(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sluice.handlers.registry import configure_handlers
+from sluice.settings import Settings
 from sluice.validation import CODES, validate_yaml
 
 BASE = """
@@ -73,7 +79,8 @@ def test_valid_config_has_no_issues() -> None:
     ],
 )
 def test_each_code(text: str, code: str, path: str) -> None:
-    report = validate_yaml(text).report
+    # As a worker (or `sluice validate`) sees it: handler modules are imported.
+    report = validate_yaml(text, import_handlers=True).report
     matching = [i for i in report.issues if i.code == code]
     assert matching, f"expected {code}, got {[(i.code, i.path) for i in report.issues]}"
     issue = matching[0]
@@ -113,18 +120,50 @@ def test_every_code_is_documented() -> None:
     assert documented == set(CODES)
 
 
-def test_handler_allow_list() -> None:
-    from sluice.handlers import registry
-
-    text = BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:copy', stage: s2")
+@contextmanager
+def policy(**settings: Any) -> Iterator[None]:
+    configure_handlers(Settings(**settings))
     try:
-        registry.allow_modules("mycompany.handlers, other")
+        yield
+    finally:
+        configure_handlers(Settings())
+
+
+def test_handler_allow_list() -> None:
+    text = BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:copy', stage: s2")
+    with policy(handler_modules="mycompany.handlers, other"):
         issue = next(i for i in validate_yaml(text).report.issues if i.code == "E304")
         assert issue.path == "routes[1].handler" and "mycompany.handlers" in issue.suggestion
         assert validate_yaml(BASE).report.is_valid  # built-ins are always allowed
-        registry.allow_modules("tests")
-        assert validate_yaml(text).report.is_valid
-        registry.allow_modules("test")  # a prefix is a whole package name, not a string prefix
+    with policy(handler_modules="tests"):
+        assert validate_yaml(text, import_handlers=True).report.is_valid
+    with policy(handler_modules="test"):  # a prefix is a whole package name, not a string prefix
         assert not validate_yaml(text).report.is_valid
-    finally:
-        registry.allow_modules("")
+
+
+@pytest.mark.parametrize("handler", ["builtins:eval", "subprocess:run", "os:popen", "pty:spawn", "venv.__main__:x"])
+def test_standard_library_is_never_a_handler_and_is_not_imported(handler: str, tmp_path: Path) -> None:
+    """Rejected from the string alone: `venv.__main__` would create a virtualenv if imported."""
+    text = BASE.replace("handler: noop, stage: s2", f"handler: '{handler}', stage: s2")
+    for settings in ({}, {"handler_modules": "os,subprocess,builtins,pty,venv"}):
+        with policy(**settings):
+            [issue] = [i for i in validate_yaml(text).report.issues if i.severity == "error"]
+            assert issue.code == "E305" and "standard library" in issue.message
+    assert "venv.__main__" not in sys.modules
+
+
+def test_an_allowed_module_cannot_smuggle_a_standard_library_function() -> None:
+    text = BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:smuggled', stage: s2")
+    with policy(handler_modules="tests"):
+        [issue] = [i for i in validate_yaml(text, import_handlers=True).report.issues if i.severity == "error"]
+    assert issue.code == "E305" and "'posix'" in issue.message
+
+
+def test_with_auth_on_and_no_allow_list_only_builtins_run() -> None:
+    text = BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:copy', stage: s2")
+    with policy(auth="token"):
+        [issue] = [i for i in validate_yaml(text).report.issues if i.severity == "error"]
+        assert issue.code == "E304" and "only built-ins" in issue.message
+        assert validate_yaml(BASE).report.is_valid
+    with policy(auth="token", handler_modules="tests"):
+        assert validate_yaml(text, import_handlers=True).report.is_valid

@@ -186,6 +186,7 @@ class ExecutionWorkflow:
             config_hash=self._inp.config_hash,
             batch=batch,
             spill_page_sizes={t: scheduler.page_size(t) for t in route.next if t in scheduler.routes},
+            read_executions=self._inp.read_executions,
         )
         try:
             result: RouteResult = await workflow.execute_activity(

@@ -1,18 +1,23 @@
 """One router per resource, aggregated once here (the full-stack-fastapi-template pattern).
 
 The versioned REST API lives under `API_PREFIX`; liveness probes and the seed-002 WebSocket keep
-their own paths. Routers never import each other: shared pieces live in `sluice.api.deps`,
+their own paths (the WebSocket authenticates in its handshake; only `/health` is open). Routers never import each other: shared pieces live in `sluice.api.deps`,
 `schemas`, `logs` and `body`.
 """
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from sluice.api.routes import configs, executions, health, replay, runs, ws
+from sluice.api.auth import require
+from sluice.api.responses import AUTH
+from sluice.api.routes import configs, executions, health, replay, runs, tokens, ws
+from sluice.auth.roles import Role
 
 API_PREFIX = "/api/v1"
 
-api_router = APIRouter(prefix=API_PREFIX)
-for _module in (configs, executions, replay, runs):
+# Every route under the prefix needs at least a viewer: an endpoint that forgets its own role
+# check is still never open.
+api_router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require(Role.viewer))], responses=AUTH)
+for _module in (configs, executions, replay, runs, tokens):
     api_router.include_router(_module.router)
 
 router = APIRouter()

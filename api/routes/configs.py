@@ -7,52 +7,51 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 
+from sluice.api.auth import Editor, Operator, Viewer
 from sluice.api.body import YAML_BODY_OPENAPI, read_yaml_body
-from sluice.api.deps import ServicesDep
+from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
+from sluice.api.responses import BODY, CONFLICT, IDEMPOTENT, INVALID_CONFIG, NOT_FOUND, UNAVAILABLE
 from sluice.api.schemas import (
+    MAX_INT,
     ConfigListResponse,
     ConfigResponse,
     ConfigVersionResponse,
-    ErrorResponse,
     ExecutionResponse,
-    ValidationErrorResponse,
     ValidationReport,
 )
 
 router = APIRouter(prefix="/configs", tags=["configs"])
 
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "Resource not found"}}
-INVALID = {400: {"model": ValidationErrorResponse, "description": "Validation failed"}}
-UNAVAILABLE = {503: {"model": ErrorResponse, "description": "Temporal not reachable"}}
 
-
-@router.post("/validate", response_model=ValidationReport, openapi_extra=YAML_BODY_OPENAPI)
-async def validate_config(request: Request, services: ServicesDep) -> ValidationReport:
-    """Validate a pipeline YAML without storing it; always 200 with the report."""
+@router.post("/validate", response_model=ValidationReport, responses=BODY, openapi_extra=YAML_BODY_OPENAPI)
+async def validate_config(request: Request, services: ServicesDep, _: Editor) -> ValidationReport:
+    """Validate a pipeline YAML without storing it; always 200 with the report. Handlers are
+    imported and checked by a worker that polls each route's task queue (W301 when none answers)."""
     text = await read_yaml_body(request)
-    return services.configs.validate(text)
+    return await services.configs.validate(text)
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ConfigResponse,
-    responses={**INVALID},
+    responses={**INVALID_CONFIG, **BODY},
     openapi_extra=YAML_BODY_OPENAPI,
 )
-async def create_config(request: Request, services: ServicesDep) -> ConfigResponse:
+async def create_config(request: Request, services: ServicesDep, principal: Editor) -> ConfigResponse:
     text = await read_yaml_body(request)
-    return ConfigResponse.model_validate(await services.configs.create(text))
+    return ConfigResponse.model_validate(await services.configs.create(text, created_by=principal.name))
 
 
 @router.get("", response_model=ConfigListResponse)
 async def list_configs(
     services: ServicesDep,
+    _: Viewer,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    name: str | None = None,
-    namespace: str | None = None,
-    layer: str | None = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+    name: Annotated[str | None, Query(max_length=128)] = None,
+    namespace: Annotated[str | None, Query(max_length=128)] = None,
+    layer: Annotated[str | None, Query(max_length=128)] = None,
 ) -> ConfigListResponse:
     page = await services.configs.list(
         limit=limit, offset=offset, name=name, namespace=namespace, layer=layer
@@ -66,37 +65,42 @@ async def list_configs(
 
 
 @router.get("/{config_id}", response_model=ConfigResponse, responses=NOT_FOUND)
-async def get_config(config_id: UUID, services: ServicesDep) -> ConfigResponse:
+async def get_config(config_id: UUID, services: ServicesDep, _: Viewer) -> ConfigResponse:
     return ConfigResponse.model_validate(await services.configs.get(str(config_id)))
 
 
 @router.put(
     "/{config_id}",
     response_model=ConfigResponse,
-    responses={**NOT_FOUND, **INVALID},
+    responses={**NOT_FOUND, **INVALID_CONFIG, **BODY},
     openapi_extra=YAML_BODY_OPENAPI,
 )
-async def update_config(config_id: UUID, request: Request, services: ServicesDep) -> ConfigResponse:
+async def update_config(
+    config_id: UUID, request: Request, services: ServicesDep, principal: Editor
+) -> ConfigResponse:
     """Store a new version; earlier versions stay readable under /versions."""
     await services.configs.get(str(config_id))
     text = await read_yaml_body(request)
-    return ConfigResponse.model_validate(await services.configs.update(str(config_id), text))
+    record = await services.configs.update(str(config_id), text, updated_by=principal.name)
+    return ConfigResponse.model_validate(record)
 
 
 @router.delete("/{config_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
-async def delete_config(config_id: UUID, services: ServicesDep) -> Response:
+async def delete_config(config_id: UUID, services: ServicesDep, _: Editor) -> Response:
     await services.configs.delete(str(config_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{config_id}/versions", response_model=list[ConfigVersionResponse], responses=NOT_FOUND)
-async def list_config_versions(config_id: UUID, services: ServicesDep) -> list[ConfigVersionResponse]:
+async def list_config_versions(
+    config_id: UUID, services: ServicesDep, _: Viewer
+) -> list[ConfigVersionResponse]:
     return [ConfigVersionResponse.model_validate(v) for v in await services.configs.versions(str(config_id))]
 
 
 @router.get("/{config_id}/versions/{version}", response_model=ConfigVersionResponse, responses=NOT_FOUND)
 async def get_config_version(
-    config_id: UUID, version: Annotated[int, Path(ge=1)], services: ServicesDep
+    config_id: UUID, version: Annotated[int, Path(ge=1, le=MAX_INT)], services: ServicesDep, _: Viewer
 ) -> ConfigVersionResponse:
     return ConfigVersionResponse.model_validate(await services.configs.version(str(config_id), version))
 
@@ -104,18 +108,18 @@ async def get_config_version(
 @router.post(
     "/{config_id}/run",
     response_model=ExecutionResponse,
-    responses={
-        **NOT_FOUND,
-        **INVALID,
-        **UNAVAILABLE,
-        409: {"model": ErrorResponse, "description": "Tag in use"},
-    },
+    responses={**NOT_FOUND, **INVALID_CONFIG, **UNAVAILABLE, **CONFLICT, **BODY, **IDEMPOTENT},
 )
 async def run_config(
     config_id: UUID,
+    request: Request,
     services: ServicesDep,
+    principal: Operator,
+    idempotency_key: IdempotencyKey = None,
     skip_init_message: bool = False,
-    tag: Annotated[str | None, Query(description="Tag for the new execution (unique)")] = None,
+    tag: Annotated[
+        str | None, Query(description="Tag for the new execution (unique)", max_length=255)
+    ] = None,
     init_payload_overrides: Annotated[dict[str, Any] | None, Body()] = None,
 ) -> ExecutionResponse:
     """Start a new pipeline execution from a stored configuration.
@@ -130,6 +134,11 @@ async def run_config(
         inner = overrides["init_payload_overrides"]
         overrides = inner if isinstance(inner, dict) else None
     record = await services.executions.run_config(
-        str(config_id), tag=tag, skip_init_message=skip_init_message, init_payload_overrides=overrides
+        str(config_id),
+        tag=tag,
+        skip_init_message=skip_init_message,
+        init_payload_overrides=overrides,
+        triggered_by=principal.name,
+        execution_id=await reserved_execution(request, services, principal, idempotency_key),
     )
     return ExecutionResponse.of(record, services.settings)

@@ -9,13 +9,17 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import ServicesDep
 from sluice.api.logs import export_logs, log_stream, wants_sse
+from sluice.api.responses import CONFLICT, NOT_FOUND, UNAVAILABLE
 from sluice.api.schemas import (
-    ErrorResponse,
+    MAX_ID,
+    MAX_INT,
     ExecutionConfigResponse,
     ExecutionListResponse,
     ExecutionLogsResponse,
+    ExecutionRef,
     ExecutionResponse,
     ExecutionRoutesResponse,
     ExecutionStatus,
@@ -29,12 +33,11 @@ SortField = Literal["created_at", "started_at", "completed_at", "duration_ms", "
 
 router = APIRouter(prefix="/executions", tags=["executions"])
 
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "Resource not found"}}
-
 
 @router.get("", response_model=ExecutionListResponse)
 async def list_executions(
     services: ServicesDep,
+    _: Viewer,
     status_: Annotated[ExecutionStatus | None, Query(alias="status")] = None,
     config_id: UUID | None = None,
     pipeline: str | None = None,
@@ -50,7 +53,7 @@ async def list_executions(
     sort: SortField = "created_at",
     order: Literal["asc", "desc"] = "desc",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
 ) -> ExecutionListResponse:
     """Filter, sort and page executions; `total` counts every match."""
     page = await services.executions.list(
@@ -80,13 +83,15 @@ async def list_executions(
 
 
 @router.get("/{execution_id}", response_model=ExecutionResponse, responses=NOT_FOUND)
-async def get_execution(execution_id: str, services: ServicesDep) -> ExecutionResponse:
+async def get_execution(execution_id: ExecutionRef, services: ServicesDep, _: Viewer) -> ExecutionResponse:
     """Look up by execution id or by tag."""
     return ExecutionResponse.of(await services.executions.get(execution_id), services.settings)
 
 
 @router.get("/{execution_id}/config", response_model=ExecutionConfigResponse, responses=NOT_FOUND)
-async def get_execution_config(execution_id: str, services: ServicesDep) -> ExecutionConfigResponse:
+async def get_execution_config(
+    execution_id: ExecutionRef, services: ServicesDep, _: Viewer
+) -> ExecutionConfigResponse:
     """The exact config snapshot the execution ran (later edits or deletion of the config do not change it)."""
     record = await services.executions.find(execution_id)
     return ExecutionConfigResponse(
@@ -99,7 +104,9 @@ async def get_execution_config(execution_id: str, services: ServicesDep) -> Exec
 
 
 @router.get("/{execution_id}/routes", response_model=ExecutionRoutesResponse, responses=NOT_FOUND)
-async def get_execution_routes(execution_id: str, services: ServicesDep) -> ExecutionRoutesResponse:
+async def get_execution_routes(
+    execution_id: ExecutionRef, services: ServicesDep, _: Viewer
+) -> ExecutionRoutesResponse:
     """Per-route runs: live from the workflow while running, stored once it is done."""
     record, routes = await services.executions.routes(execution_id)
     return ExecutionRoutesResponse(
@@ -115,11 +122,13 @@ async def get_execution_routes(execution_id: str, services: ServicesDep) -> Exec
     responses={
         **NOT_FOUND,
         202: {"model": ExecutionResponse, "description": "Cancellation requested, still stopping"},
-        409: {"model": ErrorResponse, "description": "Execution already finished"},
-        503: {"model": ErrorResponse, "description": "Temporal not reachable"},
+        **CONFLICT,
+        **UNAVAILABLE,
     },
 )
-async def cancel_execution(execution_id: str, services: ServicesDep, response: Response) -> ExecutionResponse:
+async def cancel_execution(
+    execution_id: ExecutionRef, services: ServicesDep, response: Response, _: Operator
+) -> ExecutionResponse:
     """Cancel a running execution. In-flight handlers are cancelled through Sluice's heartbeats;
     200 once stopped, 202 if still stopping after SLUICE_CANCEL_WAIT."""
     record, finished = await services.executions.cancel(execution_id)
@@ -140,13 +149,14 @@ async def cancel_execution(execution_id: str, services: ServicesDep, response: R
     },
 )
 async def get_execution_logs(
-    execution_id: str,
+    execution_id: ExecutionRef,
     request: Request,
     services: ServicesDep,
+    _: Viewer,
     route: str | None = None,
     level: Annotated[LogLevel | None, Query(description="this level and above")] = None,
     since: Annotated[datetime | None, Query(description="at or after (ISO 8601)")] = None,
-    after_id: Annotated[int, Query(ge=0, description="only lines after this log id (paging)")] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID, description="only lines after this log id (paging)")] = 0,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
 ) -> ExecutionLogsResponse | StreamingResponse:
     """Handler logs and Sluice's lifecycle lines. With `Accept: text/event-stream`: `log` events,
@@ -178,8 +188,9 @@ async def get_execution_logs(
 
 @router.get("/{execution_id}/logs/export", responses=NOT_FOUND)
 async def export_execution_logs(
-    execution_id: str,
+    execution_id: ExecutionRef,
     services: ServicesDep,
+    _: Viewer,
     format: Literal["text", "jsonl", "json"] = "text",
     route: str | None = None,
     level: LogLevel | None = None,

@@ -6,7 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from sluice import __version__
+from sluice.api.auth import Viewer
 from sluice.api.deps import ServicesDep
+from sluice.api.responses import AUTH, error
 from sluice.services.readiness import check_readiness
 
 router = APIRouter(tags=["health"])
@@ -17,8 +19,10 @@ async def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/ready")
-async def ready(services: ServicesDep) -> JSONResponse:
+@router.get("/ready", responses={**AUTH, 503: error("A dependency is not reachable")})
+async def ready(services: ServicesDep, _: Viewer) -> JSONResponse:
+    """Readiness: 200 when the database and Temporal answer, 503 otherwise (needs a credential:
+    it tells how the deployment is wired)."""
     checks = await check_readiness(services.configs.sessions, services.gateway)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(

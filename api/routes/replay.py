@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from sluice.api.deps import ServicesDep
+from sluice.api.auth import Operator, Viewer
+from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
+from sluice.api.responses import BODY, CONFLICT, IDEMPOTENT, NOT_FOUND, UNAVAILABLE, Responses, error
 from sluice.api.schemas import (
     DetachedReplayRequest,
     DetachedReplayResponse,
-    ErrorResponse,
+    ExecutionRef,
     ExecutionReplayRequest,
     ExecutionResponse,
     LineageEdge,
@@ -21,20 +23,24 @@ from sluice.api.schemas import (
 
 router = APIRouter(tags=["replay"])
 
-ERRORS = {
-    400: {
-        "model": ErrorResponse,
-        "description": "Bad request (unknown route or stage, empty stage, bad path)",
-    },
-    404: {"model": ErrorResponse, "description": "Resource not found"},
-    409: {"model": ErrorResponse, "description": "Tag in use"},
-    503: {"model": ErrorResponse, "description": "Temporal not reachable"},
+ERRORS: Responses = {
+    400: error("Bad request (unknown route or stage, empty stage, bad path)"),
+    **NOT_FOUND,
+    **CONFLICT,
+    **UNAVAILABLE,
+    **BODY,
+    **IDEMPOTENT,
 }
 
 
 @router.post("/executions/{execution_id}/replay", response_model=ExecutionResponse, responses=ERRORS)
 async def replay_execution(
-    execution_id: str, body: ExecutionReplayRequest, services: ServicesDep
+    execution_id: ExecutionRef,
+    body: ExecutionReplayRequest,
+    request: Request,
+    services: ServicesDep,
+    principal: Operator,
+    idempotency_key: IdempotencyKey = None,
 ) -> ExecutionResponse:
     """Replay a previous execution (id or tag): a new execution linked to its parent publishes the
     parent's stored objects of `from_stage` into `to_route`; messages flow downstream from there.
@@ -49,12 +55,20 @@ async def replay_execution(
         metadata=body.metadata,
         tag=body.tag,
         config_id=str(body.config_id) if body.config_id else None,
+        triggered_by=principal.name,
+        execution_id=await reserved_execution(request, services, principal, idempotency_key),
     )
     return ExecutionResponse.of(started.record, services.settings)
 
 
 @router.post("/replay", response_model=DetachedReplayResponse, responses=ERRORS)
-async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) -> DetachedReplayResponse:
+async def detached_replay(
+    body: DetachedReplayRequest,
+    request: Request,
+    services: ServicesDep,
+    principal: Operator,
+    idempotency_key: IdempotencyKey = None,
+) -> DetachedReplayResponse:
     """Replay stored outputs of an execution to any route, in a new execution; answers once every
     object is published (`.meta.json` sidecars are never published)."""
     out = await services.replays.detached(
@@ -62,6 +76,8 @@ async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) ->
         from_stage=body.from_stage,
         to_route=body.to_route,
         from_path=body.from_path,
+        triggered_by=principal.name,
+        execution_id=await reserved_execution(request, services, principal, idempotency_key),
     )
     listing = out.listing
     return DetachedReplayResponse(
@@ -83,12 +99,15 @@ async def detached_replay(body: DetachedReplayRequest, services: ServicesDep) ->
 @router.get(
     "/executions/{execution_id}/lineage",
     response_model=LineageResponse,
-    responses={404: ERRORS[404]},
+    responses=NOT_FOUND,
 )
 async def execution_lineage(
-    execution_id: str,
+    execution_id: ExecutionRef,
     services: ServicesDep,
-    object_key: Annotated[str | None, Query(description="Only the ancestry of this object")] = None,
+    _: Viewer,
+    object_key: Annotated[
+        str | None, Query(max_length=2048, description="Only the ancestry of this object")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
 ) -> LineageResponse:
     """The message graph of an execution (nodes: messages and objects with route and stage; edges:

@@ -14,14 +14,17 @@ from typing import Literal
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from sluice.api.deps import ServicesDep
+from sluice.api.auth import Operator, Viewer
+from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.logs import export_logs, log_stream, wants_sse
+from sluice.api.responses import BODY, IDEMPOTENT, UNAVAILABLE, Responses, error
 from sluice.api.schemas import (
     EXECUTION_STATUSES,
-    ErrorResponse,
+    ExecutionRef,
     NodeRunResponse,
     RunCancelledResponse,
     RunCreatedResponse,
+    RunCreateRequest,
     RunDetailResponse,
     RunListResponse,
     RunLogEntry,
@@ -38,10 +41,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 SORTS = {"created_at", "started_at", "finished_at", "duration_ms"}
 TRIGGER = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
-ERRORS = {
-    400: {"model": ErrorResponse, "description": "INVALID_ARGUMENT"},
-    404: {"model": ErrorResponse, "description": "NOT_FOUND"},
-}
+ERRORS: Responses = {400: error("INVALID_ARGUMENT"), 404: error("NOT_FOUND")}
 
 
 @asynccontextmanager
@@ -60,7 +60,7 @@ async def seed_codes() -> AsyncIterator[None]:
 
 
 @router.get("", response_model=RunListResponse, responses={400: ERRORS[400]})
-async def list_runs(request: Request, services: ServicesDep) -> RunListResponse:
+async def list_runs(request: Request, services: ServicesDep, _: Viewer) -> RunListResponse:
     q = request.query_params
     known = {"namespace", "layer", "pipeline", "status", "from", "to", "sort", "order", "limit", "offset"}
     unknown = sorted(set(q) - known)
@@ -93,9 +93,17 @@ async def list_runs(request: Request, services: ServicesDep) -> RunListResponse:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunCreatedResponse,
-    responses={**ERRORS, 503: {"model": ErrorResponse, "description": "Temporal not reachable"}},
+    responses={**ERRORS, **UNAVAILABLE, **BODY, **IDEMPOTENT},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": RunCreateRequest.model_json_schema()}},
+        }
+    },
 )
-async def create_run(request: Request, services: ServicesDep) -> JSONResponse:
+async def create_run(
+    request: Request, services: ServicesDep, principal: Operator, idempotency_key: IdempotencyKey = None
+) -> JSONResponse:
     """Trigger the latest config of `namespace.layer.pipeline`; 202, the run executes asynchronously."""
     try:
         body = json.loads(await request.body() or b"null")
@@ -112,16 +120,19 @@ async def create_run(request: Request, services: ServicesDep) -> JSONResponse:
     trigger = body.get("trigger", "manual")
     if not isinstance(trigger, str) or not TRIGGER.match(trigger):
         raise InvalidArgumentError("trigger must be 1-64 characters of letters, digits and _.:/-")
+    execution_id = await reserved_execution(request, services, principal, idempotency_key)
     async with seed_codes():
         config = await services.configs.latest_for_pipeline(
             body["namespace"], body["layer"], body["pipeline"]
         )
-        record = await services.executions.run_config(config.id, trigger=trigger)
+        record = await services.executions.run_config(
+            config.id, trigger=trigger, triggered_by=principal.name, execution_id=execution_id
+        )
     return JSONResponse(status_code=202, content={"run_id": record.id, "status": "pending"})
 
 
 @router.get("/{run_id}", response_model=RunDetailResponse, responses={404: ERRORS[404]})
-async def get_run(run_id: str, services: ServicesDep) -> RunDetailResponse:
+async def get_run(run_id: ExecutionRef, services: ServicesDep, _: Viewer) -> RunDetailResponse:
     async with seed_codes():
         record, routes = await services.executions.routes(run_id)
     detail = RunDetailResponse.of(record)
@@ -135,10 +146,11 @@ async def get_run(run_id: str, services: ServicesDep) -> RunDetailResponse:
     response_model=RunCancelledResponse,
     responses={
         404: ERRORS[404],
-        409: {"model": ErrorResponse, "description": "ALREADY_EXISTS: run is terminal"},
+        409: error("ALREADY_EXISTS: run is terminal"),
+        **UNAVAILABLE,
     },
 )
-async def cancel_run(run_id: str, services: ServicesDep) -> RunCancelledResponse:
+async def cancel_run(run_id: ExecutionRef, services: ServicesDep, _: Operator) -> RunCancelledResponse:
     async with seed_codes():
         record, _ = await services.executions.cancel(run_id)
     return RunCancelledResponse(run_id=record.id, status="cancelled")
@@ -150,7 +162,7 @@ async def cancel_run(run_id: str, services: ServicesDep) -> RunCancelledResponse
     responses={404: ERRORS[404], 200: {"content": {"text/event-stream": {}}}},
 )
 async def get_run_logs(
-    run_id: str, request: Request, services: ServicesDep
+    run_id: ExecutionRef, request: Request, services: ServicesDep, _: Viewer
 ) -> RunLogsResponse | StreamingResponse:
     """JSON by default; SSE (`log`, `status`, `error` events) with `Accept: text/event-stream`."""
     async with seed_codes():
@@ -177,7 +189,7 @@ async def get_run_logs(
 
 @router.get("/{run_id}/logs/export", responses={404: ERRORS[404]})
 async def export_run_logs(
-    run_id: str, services: ServicesDep, format: Literal["text", "jsonl", "json"] = "text"
+    run_id: ExecutionRef, services: ServicesDep, _: Viewer, format: Literal["text", "jsonl", "json"] = "text"
 ) -> StreamingResponse:
     async with seed_codes():
         record = await services.executions.get(run_id)

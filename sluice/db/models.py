@@ -30,6 +30,8 @@ class PipelineConfigRecord(SQLModel, table=True):
     config_hash: str = Field(max_length=64)
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow, index=True)
+    created_by: str | None = Field(default=None, max_length=255)
+    updated_by: str | None = Field(default=None, max_length=255)
 
 
 class PipelineConfigVersion(SQLModel, table=True):
@@ -42,6 +44,7 @@ class PipelineConfigVersion(SQLModel, table=True):
     yaml: str = Field(sa_type=sa.Text)
     config_hash: str = Field(max_length=64)
     created_at: datetime = _ts(default_factory=utcnow)
+    created_by: str | None = Field(default=None, max_length=255)
 
 
 class ExecutionRecord(SQLModel, table=True):
@@ -65,6 +68,7 @@ class ExecutionRecord(SQLModel, table=True):
     layer: str = Field(max_length=128)
     status: str = Field(max_length=16)
     trigger: str = Field(default="manual", max_length=64)
+    triggered_by: str | None = Field(default=None, max_length=255)
     tag: str | None = Field(default=None, max_length=255, unique=True)
     parent_execution_id: str | None = Field(default=None, max_length=36, index=True)
     replay_source: str | None = Field(default=None, max_length=16)
@@ -141,3 +145,31 @@ class LineageRecord(SQLModel, table=True):
     object_key: str | None = Field(default=None, sa_type=sa.Text)
     replay_batch_id: str | None = Field(default=None, max_length=36)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ApiTokenRecord(SQLModel, table=True):
+    """An API token: only its SHA-256 is stored; the token itself is shown once, when created."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    role: str = Field(max_length=16)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+    created_by: str | None = Field(default=None, max_length=255)
+    last_used_at: datetime | None = _ts(default=None)
+    expires_at: datetime | None = _ts(default=None)
+    revoked_at: datetime | None = _ts(default=None)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """An Idempotency-Key of a start request: a retry with the same key finds the same execution."""
+
+    __tablename__ = "idempotency_keys"
+
+    principal: str = Field(primary_key=True, max_length=255)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    execution_id: str = Field(max_length=36)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)

@@ -38,9 +38,12 @@ async def read_files(message: Message, ctx: AsyncRouteContext) -> None:
         raise NonRetryableHandlerError("read_files needs a `source` folder or s3:// URL")
     pattern = str(_option(message, ctx, "pattern", "*"))
     count = 0
+    roots = ctx.settings.readable_roots
     if str(source).startswith("s3://"):
         from sluice.storage.factory import open_storage
 
+        if not any(_within_location(str(source).rstrip("/"), r) for r in roots if r.startswith("s3://")):
+            raise _outside(str(source), roots)
         bucket_storage = open_storage(ctx.settings, str(source))
         try:
             async for key in bucket_storage.list(""):
@@ -53,7 +56,7 @@ async def read_files(message: Message, ctx: AsyncRouteContext) -> None:
             await bucket_storage.close()
     else:
         base_dir = str(_option(message, ctx, "base_dir", "."))
-        _root, files = await asyncio.to_thread(_local_files, str(source), base_dir, pattern)
+        _root, files = await asyncio.to_thread(_local_files, str(source), base_dir, pattern, roots)
         for path, rel in files:
             data = await asyncio.to_thread(path.read_bytes)
             await ctx.emit(rel, data, _guess_type(rel), {"source_path": str(path)})
@@ -63,11 +66,16 @@ async def read_files(message: Message, ctx: AsyncRouteContext) -> None:
         ctx.log.warning(f"no file under {source} matches {pattern!r}")
 
 
-def _local_files(source: str, base_dir: str, pattern: str) -> tuple[Path, list[tuple[Path, str]]]:
+def _local_files(
+    source: str, base_dir: str, pattern: str, roots: list[str]
+) -> tuple[Path, list[tuple[Path, str]]]:
     root = Path(source).expanduser()
     if not root.is_absolute():
         root = Path(base_dir) / root
     root = root.resolve()
+    allowed = [Path(r) for r in roots if not r.startswith("s3://")]
+    if not any(root.is_relative_to(r) for r in allowed):
+        raise _outside(str(root), roots)
     if not root.is_dir():
         raise NonRetryableHandlerError(f"read_files source {str(root)!r} is not a folder")
     files = []
@@ -75,8 +83,20 @@ def _local_files(source: str, base_dir: str, pattern: str) -> tuple[Path, list[t
         rel = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in PurePosixPath(rel).parts) or not _matches(rel, pattern):
             continue
+        if not any(path.resolve().is_relative_to(r) for r in allowed):
+            continue  # a link out of the allowed folders
         files.append((path, rel))
     return root, files
+
+
+def _within_location(source: str, root: str) -> bool:
+    return source == root or source.startswith(root + "/")
+
+
+def _outside(source: str, roots: list[str]) -> NonRetryableHandlerError:
+    return NonRetryableHandlerError(
+        f"read_files may only read under SLUICE_READ_ROOTS ({', '.join(roots)}); {source!r} is outside"
+    )
 
 
 def _guess_type(name: str) -> str:

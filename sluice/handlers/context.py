@@ -57,6 +57,11 @@ class BatchState:
     objects: set[str] = field(default_factory=set)
     rows_written: int | None = None
     processed: int = 0
+    read_prefixes: tuple[str, ...] = ()  # executions whose objects ctx.read may return
+    inputs: set[str] = field(default_factory=set)  # object keys the batch's messages carry
+
+    def readable(self, key: str) -> bool:
+        return key.startswith(f"{self.execution_id}/") or key in self.inputs or key.startswith(self.read_prefixes)
 
 
 class RouteLog:
@@ -107,7 +112,6 @@ class RouteContext:
     route = property(lambda self: self._state.route)
     stage = property(lambda self: self._state.stage)
     params = property(lambda self: self._state.params)
-    storage = property(lambda self: self._state.storage)
     settings = property(lambda self: self._state.settings)
     next_routes = property(lambda self: list(self._state.next_routes))
 
@@ -117,6 +121,11 @@ class RouteContext:
 
     # -- core operations, always async ---------------------------------------------------
     async def _read(self, key: str) -> bytes:
+        if not self._state.readable(key):
+            raise HandlerUsageError(
+                f"ctx.read({key!r}): not an object of this execution, of its replay ancestors or of "
+                "the messages it was given"
+            )
         return await self._state.storage.get(key)
 
     async def _emit(

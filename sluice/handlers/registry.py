@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sluice.errors import HandlerImportError
+from sluice.settings import Settings
 
 Handler = Callable[..., Any]
 
@@ -28,29 +31,58 @@ BUILTINS: dict[str, str] = {
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-_allowed_modules: tuple[str, ...] = ()
+@dataclass(frozen=True)
+class HandlerPolicy:
+    """Which modules may hold handlers. Built-ins are always allowed; the standard library never."""
+
+    allowed: tuple[str, ...] = ()  # module prefixes (SLUICE_HANDLER_MODULES); empty: see below
+    builtins_only: bool = False  # auth on and no allow-list: nothing but the built-ins runs
+
+    def problem(self, module: str, spec: str, *, defined_in: bool = False) -> HandlerImportError | None:
+        """Why `module` may not hold a handler (None: it may). `defined_in`: the function's own
+        `__module__`, so an allowed module cannot re-export e.g. `os.system`."""
+        what = f"handler {spec!r} is defined in {module!r}" if defined_in else f"handler module {module!r}"
+        if module.split(".")[0] in sys.stdlib_module_names:
+            return HandlerImportError(
+                "E305",
+                f"{what}, part of the Python standard library: standard-library functions are never handlers",
+                "point the handler at a function in your own package",
+            )
+        if self.builtins_only:
+            return HandlerImportError(
+                "E304",
+                f"{what}: with authentication on and no SLUICE_HANDLER_MODULES, only built-ins run",
+                "set SLUICE_HANDLER_MODULES to your handler packages on the API and the workers",
+            )
+        if self.allowed and not any(module == p or module.startswith(p + ".") for p in self.allowed):
+            return HandlerImportError(
+                "E304",
+                f"{what}, not allowed on this deployment",
+                f"use a built-in or a module under: {', '.join(self.allowed)} (SLUICE_HANDLER_MODULES)",
+            )
+        return None
 
 
-def allow_modules(prefixes: str) -> None:
-    """Restrict `package.module:function` handlers to these module prefixes (comma list; empty: any).
+_policy = HandlerPolicy()
 
-    Handler strings are code that workers run and the API imports to validate; in production,
-    allow only your handler packages (SLUICE_HANDLER_MODULES). Built-ins are always allowed.
-    """
-    global _allowed_modules
-    _allowed_modules = tuple(p.strip().rstrip(".") for p in prefixes.split(",") if p.strip())
+
+def configure_handlers(settings: Settings) -> None:
+    """Where handler modules are found and which may run (the API, the workers and the CLI)."""
+    global _policy
+    add_import_paths(settings.handler_paths)
+    prefixes = settings.handler_module_prefixes
+    _policy = HandlerPolicy(allowed=prefixes, builtins_only=settings.auth != "none" and not prefixes)
 
 
 def add_import_paths(paths: str) -> None:
     """Append (never prepend): a user's folder must not shadow installed packages."""
-    import os
-
     for path in filter(None, paths.split(os.pathsep)):
         if path not in sys.path:
             sys.path.append(path)
 
 
-def resolve_handler(spec: str) -> Handler:
+def check_handler(spec: str) -> tuple[str, str]:
+    """Syntax and policy, without importing anything: what the API can check itself."""
     target = BUILTINS.get(spec, spec)
     if not _SPEC.match(target):
         raise HandlerImportError(
@@ -59,16 +91,16 @@ def resolve_handler(spec: str) -> Handler:
             f"use one of the built-ins ({', '.join(sorted(BUILTINS))}) or 'package.module:function'",
         )
     module_name, attr_path = target.split(":", 1)
-    if (
-        spec not in BUILTINS
-        and _allowed_modules
-        and not any(module_name == p or module_name.startswith(p + ".") for p in _allowed_modules)
-    ):
-        raise HandlerImportError(
-            "E304",
-            f"handler module {module_name!r} is not allowed on this deployment",
-            f"use a built-in or a module under: {', '.join(_allowed_modules)} (SLUICE_HANDLER_MODULES)",
-        )
+    if spec not in BUILTINS:
+        problem = _policy.problem(module_name, spec)
+        if problem is not None:
+            raise problem
+    return module_name, attr_path
+
+
+def resolve_handler(spec: str) -> Handler:
+    """Import and check a handler (workers only: importing runs the module's code)."""
+    module_name, attr_path = check_handler(spec)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -98,6 +130,10 @@ def resolve_handler(spec: str) -> Handler:
             f"handler {spec!r} is not callable",
             "point the handler at a function taking (message, ctx)",
         )
+    if spec not in BUILTINS:
+        problem = _policy.problem(getattr(obj, "__module__", None) or "builtins", spec, defined_in=True)
+        if problem is not None:
+            raise problem
     try:
         params = inspect.signature(obj).parameters
     except (TypeError, ValueError):

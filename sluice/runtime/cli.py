@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -15,8 +16,9 @@ from typing import Any
 
 import httpx
 
+from sluice.auth.roles import Role
 from sluice.runtime.signals import stop_on_signals
-from sluice.settings import Settings
+from sluice.settings import Settings, is_loopback
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -58,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true")
 
     sub.add_parser("migrate", help="apply database migrations and exit")
+
+    token = sub.add_parser("token", help="API tokens (SLUICE_AUTH=token): create, list, revoke")
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_sub.add_parser("create", help="create a token; it is printed once, as the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--expires", help="lifetime, e.g. 90d or 12h (default: never)")
+    listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
+    listing.add_argument("--json", action="store_true")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by name; it stops working at once")
+    revoke.add_argument("name")
     return parser
 
 
@@ -87,18 +100,22 @@ def main(argv: list[str] | None = None) -> None:
         "worker": cmd_worker,
         "validate": cmd_validate,
         "migrate": cmd_migrate,
+        "token": cmd_token,
     }[args.command]
     sys.exit(handler(args, settings))
 
 
 def _with_working_directory(settings: Settings) -> Settings:
-    """`sluice dev`, `run` and `validate` find handler modules in the working directory too."""
-    from sluice.handlers.registry import add_import_paths, allow_modules
+    """`sluice dev`, `run` and `validate` find handler modules in the working directory too, and
+    `read_files` may read it."""
+    from sluice.handlers.registry import configure_handlers
 
-    paths = os.pathsep.join(filter(None, [settings.handler_paths, os.getcwd()]))
-    add_import_paths(paths)
-    allow_modules(settings.handler_modules)
-    return settings.model_copy(update={"handler_paths": paths})
+    cwd = os.getcwd()
+    paths = os.pathsep.join(filter(None, [settings.handler_paths, cwd]))
+    roots = ",".join(filter(None, [settings.read_roots, cwd]))
+    settings = settings.model_copy(update={"handler_paths": paths, "read_roots": roots})
+    configure_handlers(settings)
+    return settings
 
 
 # -- dev ---------------------------------------------------------------------------------------
@@ -138,6 +155,8 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 # -- run ---------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from sluice.validation import validate_yaml
+
+    args.token = settings.token  # SLUICE_TOKEN, for an API with authentication on
 
     yaml_text = _read_pipeline(args.file, "run")
     if yaml_text is None:
@@ -207,7 +226,8 @@ async def _api_alive(url: str) -> bool:
 
 
 async def _run_via_api(url: str, yaml_text: str, overrides: dict[str, Any], args: argparse.Namespace) -> int:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    headers = {"Authorization": f"Bearer {args.token.get_secret_value()}"} if args.token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
         try:
             config = await _upsert_config(http, yaml_text)
         except httpx.HTTPError as exc:
@@ -376,6 +396,17 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
+    if settings.auth == "none" and not is_loopback(host) and not settings.auth_allow_insecure:
+        print(
+            f"sluice api: refusing to serve {host} without authentication: anyone who reaches it could "
+            "run code on your workers.\n"
+            "  Use API tokens: SLUICE_AUTH=token, then `sluice token create --name admin --role admin`;\n"
+            "  or an identity provider: SLUICE_AUTH=oidc with SLUICE_OIDC_ISSUER and SLUICE_OIDC_AUDIENCE;\n"
+            "  or bind to loopback (--host 127.0.0.1). To serve it unauthenticated anyway, set "
+            "SLUICE_AUTH_ALLOW_INSECURE=true.",
+            file=sys.stderr,
+        )
+        return 2
 
     async def main() -> int:
         server = uvicorn.Server(
@@ -401,7 +432,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.extra_queues:
         update["worker_task_queues"] = args.extra_queues
     try:
-        asyncio.run(run_worker(settings.model_copy(update=update)))
+        asyncio.run(run_worker(settings.model_copy(update=update), own_process=True))
     except ConnectionError as exc:
         print(f"sluice worker: {exc}", file=sys.stderr)
         return 2
@@ -414,12 +445,63 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     text = _read_pipeline(args.file, "validate")
     if text is None:
         return 2
-    report = validate_yaml(text).report.model_dump()
+    report = validate_yaml(text, import_handlers=True).report.model_dump()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         _print_report(report, args.file)
     return 0 if report["is_valid"] else 1
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from sluice.auth.tokens import TokenService, is_active
+    from sluice.db.engine import create_engine, session_factory
+    from sluice.db.migrate import upgrade
+    from sluice.durations import parse_duration
+    from sluice.errors import SluiceError
+
+    async def main() -> int:
+        engine = create_engine(settings)
+        try:
+            await upgrade(engine)
+            tokens = TokenService(session_factory(engine))
+            if args.token_command == "create":
+                expires = parse_duration(args.expires) if args.expires else None
+                record, token = await tokens.create(
+                    args.name, Role(args.role), expires_in=expires, created_by=f"cli:{getpass.getuser()}"
+                )
+                until = f", expires {record.expires_at:%Y-%m-%d %H:%M} UTC" if record.expires_at else ""
+                print(
+                    f"token {record.name!r} ({record.role}{until}); shown once, store it now:",
+                    file=sys.stderr,
+                )
+                print(token)
+            elif args.token_command == "list":
+                rows = await tokens.list()
+                if args.json:
+                    print(
+                        json.dumps(
+                            [r.model_dump(mode="json", exclude={"token_hash", "id"}) for r in rows], indent=2
+                        )
+                    )
+                for r in [] if args.json else rows:
+                    state = "active" if is_active(r) else ("revoked" if r.revoked_at else "expired")
+                    used = f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "never"
+                    print(f"{r.name:<24} {r.role:<9} {state:<8} last used {used}")
+            else:
+                record = await tokens.revoke(args.name)
+                print(f"token {record.name!r} revoked")
+            return 0
+        except SluiceError as exc:
+            print(f"sluice token: {exc.detail}", file=sys.stderr)
+            return 1
+        except ValueError as exc:
+            print(f"sluice token: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

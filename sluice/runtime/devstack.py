@@ -101,6 +101,8 @@ def child_env(settings: Settings) -> dict[str, str]:
         env["SLUICE_DATABASE_SCHEMA"] = settings.database_schema
     if settings.handler_paths:
         env["SLUICE_HANDLER_PATHS"] = settings.handler_paths
+    if settings.read_roots:
+        env["SLUICE_READ_ROOTS"] = settings.read_roots
     return env
 
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
+import time
 from datetime import timedelta
 
+import psutil
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from sluice.activities import ActivityDeps, build_activities
-from sluice.handlers.registry import add_import_paths, allow_modules
+from sluice.handlers.registry import configure_handlers
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
 from sluice.workflows import WORKFLOWS
 
 log = logging.getLogger("sluice.worker")
+FORCE_EXIT_MARGIN = 5.0
 
 
 def build_worker(client: Client, settings: Settings, deps: ActivityDeps, task_queue: str) -> Worker:
@@ -31,7 +36,7 @@ def build_worker(client: Client, settings: Settings, deps: ActivityDeps, task_qu
         workflows=WORKFLOWS,
         activities=build_activities(deps),
         max_concurrent_activities=settings.worker_max_concurrent_activities,
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        graceful_shutdown_timeout=timedelta(seconds=settings.seconds("worker_shutdown_grace")),
         identity=f"{deps.worker_id}/{task_queue}",
     )
 
@@ -42,14 +47,20 @@ def worker_queues(settings: Settings) -> list[str]:
     return list(dict.fromkeys([settings.task_queue, *extra]))
 
 
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    add_import_paths(settings.handler_paths)
-    allow_modules(settings.handler_modules)
+async def run_worker(
+    settings: Settings, stop: asyncio.Event | None = None, *, own_process: bool = False
+) -> None:
+    """Poll until SIGINT/SIGTERM (or `stop`), then shut down: in-flight batches get
+    SLUICE_WORKER_SHUTDOWN_GRACE to finish, the rest go back to Temporal. `own_process`: this
+    process is the worker, so a handler that hangs (or forked) cannot keep it alive past the grace
+    and a few seconds."""
+    configure_handlers(settings)
     client = await connect(settings, attempts=60, delay=1.0)
     await ensure_search_attributes(client, settings.temporal_namespace)
     deps = ActivityDeps.from_settings(settings)
     queues = worker_queues(settings)
     workers = [build_worker(client, settings, deps, q) for q in queues]
+    grace = settings.seconds("worker_shutdown_grace")
     with stop_on_signals(stop) as stopping:
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -59,11 +70,40 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
                     "worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address
                 )
                 await stopping.wait()
+                log.info("worker %s stopping: in-flight batches have %gs to finish", deps.worker_id, grace)
+                if own_process:
+                    exit_after(grace + FORCE_EXIT_MARGIN)
         finally:
+            if own_process:
+                await asyncio.to_thread(reap_children)
             await deps.close()
     log.info("worker %s stopped", deps.worker_id)
 
 
+def reap_children(wait: float = 3.0) -> None:
+    """Stop processes a handler started and left behind (TERM, then KILL)."""
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=wait)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def exit_after(seconds: float) -> None:
+    """A watchdog: a handler thread that never returns would block interpreter exit forever."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        log.error("worker did not stop within %gs (a handler hangs); exiting now", seconds)
+        reap_children(wait=1.0)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="sluice-shutdown-watchdog", daemon=True).start()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(Settings()))
+    asyncio.run(run_worker(Settings(), own_process=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -16,7 +16,8 @@ from sluice.clock import utcnow
 from sluice.db.models import PipelineConfigRecord, PipelineConfigVersion
 from sluice.errors import ConfigInvalidError, NotFoundError
 from sluice.pipeline_config import PipelineConfig
-from sluice.validation import ValidationOutcome, ValidationReport, validate_yaml
+from sluice.services.handler_check import HandlerChecker
+from sluice.validation import ValidationOutcome, ValidationReport, validate_yaml, with_issues
 
 T = TypeVar("T")
 
@@ -35,28 +36,46 @@ def _validated(yaml_text: str) -> ValidationOutcome:
 
 
 def require_valid(yaml_text: str) -> tuple[PipelineConfig, ValidationReport]:
-    """Validate (cached by text: runs of an unchanged config skip the parse and handler imports)."""
+    """Schema, graph and handler policy, without importing handlers (cached by text: runs of an
+    unchanged config skip the parse)."""
     outcome = _validated(yaml_text)
     if outcome.config is None:
-        report = outcome.report
-        raise ConfigInvalidError(
-            f"pipeline config is invalid: {report.error_count} error(s), {report.warning_count} warning(s)",
-            extra=report.model_dump(),
-        )
+        _invalid(outcome.report)
+    assert outcome.config is not None
     return outcome.config, outcome.report
 
 
+def _invalid(report: ValidationReport) -> NoReturn:
+    raise ConfigInvalidError(
+        f"pipeline config is invalid: {report.error_count} error(s), {report.warning_count} warning(s)",
+        extra=report.model_dump(),
+    )
+
+
 class ConfigService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], checker: HandlerChecker):
         self.sessions = sessions
+        self.checker = checker
 
-    def validate(self, yaml_text: str) -> ValidationReport:
-        """The full report (errors and warnings) without storing anything (not cached: nothing
-        a caller only validates should occupy the cache of stored configs)."""
-        return validate_yaml(yaml_text).report
+    async def validate(self, yaml_text: str) -> ValidationReport:
+        """The full report without storing anything: the API's checks, then a worker's import of
+        each handler (not cached: nothing a caller only validates should fill the cache)."""
+        outcome = validate_yaml(yaml_text)
+        if outcome.config is None:
+            return outcome.report
+        return with_issues(outcome.report, await self.checker.check(outcome.config))
 
-    async def create(self, yaml_text: str) -> PipelineConfigRecord:
-        config, _ = require_valid(yaml_text)
+    async def _checked(self, yaml_text: str) -> PipelineConfig:
+        """A config fit to store: valid here, and its handlers import on the workers (or could not
+        be checked, which is a warning)."""
+        config, report = require_valid(yaml_text)
+        full = with_issues(report, await self.checker.check(config))
+        if not full.is_valid:
+            _invalid(full)
+        return config
+
+    async def create(self, yaml_text: str, *, created_by: str | None = None) -> PipelineConfigRecord:
+        config = await self._checked(yaml_text)
         now = utcnow()
         record = PipelineConfigRecord(
             id=str(uuid.uuid4()),
@@ -69,6 +88,8 @@ class ConfigService:
             config_hash=config.config_hash(),
             created_at=now,
             updated_at=now,
+            created_by=created_by,
+            updated_by=created_by,
         )
         async with self.sessions() as session:
             session.add(record)
@@ -126,8 +147,11 @@ class ConfigService:
             raise NotFoundError(f"pipeline {namespace}.{layer}.{name} not found")
         return row
 
-    async def update(self, config_id: str, yaml_text: str) -> PipelineConfigRecord:
-        config, _ = require_valid(yaml_text)
+    async def update(
+        self, config_id: str, yaml_text: str, *, updated_by: str | None = None
+    ) -> PipelineConfigRecord:
+        await self.get(config_id)  # 404 before the (slower) validation
+        config = await self._checked(yaml_text)
         async with self.sessions() as session:
             record = await session.get(PipelineConfigRecord, str(config_id))
             if record is None:
@@ -140,6 +164,7 @@ class ConfigService:
             record.config_hash = config.config_hash()
             record.version += 1
             record.updated_at = utcnow()
+            record.updated_by = updated_by
             session.add(record)
             session.add(_version(record))
             await session.commit()
@@ -190,4 +215,5 @@ def _version(record: PipelineConfigRecord) -> PipelineConfigVersion:
         yaml=record.yaml,
         config_hash=record.config_hash,
         created_at=record.updated_at,
+        created_by=record.updated_by,
     )

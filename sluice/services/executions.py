@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -23,10 +23,16 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from sluice.clock import utcnow
+from sluice.clock import as_utc, utcnow
 from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.errors import (
@@ -96,6 +102,7 @@ _CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: ("interrupted", "workflow timed out"),
 }
 MAX_TAG = 255
+STALE_START = timedelta(seconds=30)  # a start still in flight after this has died
 
 
 def validate_tag(tag: str | None) -> str | None:
@@ -141,10 +148,15 @@ class ExecutionService:
         skip_init_message: bool = False,
         init_payload_overrides: dict[str, Any] | None = None,
         trigger: str = "manual",
+        triggered_by: str | None = None,
+        execution_id: str | None = None,
     ) -> ExecutionRecord:
+        """Start the config's latest version. `execution_id` comes from an Idempotency-Key
+        reservation: a retry then finds (or finishes starting) the same execution."""
         record = await self.configs.get(config_id)
         pipeline, _ = require_valid(record.yaml)
-        execution_id = str(uuid7())
+        idempotent = execution_id is not None
+        execution_id = execution_id or str(uuid7())
         init_message = None
         if not skip_init_message and pipeline.init_message is not None:
             init_message = Message(
@@ -162,6 +174,8 @@ class ExecutionService:
             init_message=init_message,
             tag=tag,
             trigger=trigger,
+            triggered_by=triggered_by,
+            idempotent=idempotent,
         )
         return started.record
 
@@ -176,24 +190,27 @@ class ExecutionService:
         init_message: Message | None,
         tag: str | None,
         trigger: str,
+        triggered_by: str | None = None,
         parent_execution_id: str | None = None,
         replay: ReplaySpec | None = None,
+        read_executions: list[str] | None = None,
+        idempotent: bool = False,
     ) -> StartedExecution:
         tag = validate_tag(tag)
         client = await self.gateway.client()
-        now = utcnow()
-        config_hash = pipeline.config_hash()
-        record = ExecutionRecord(
+        existing = await self._get(execution_id) if idempotent else None
+        record = existing or ExecutionRecord(
             id=execution_id,
             config_id=config_id,
             config_version=config_version,
             config_yaml=yaml_text,
-            config_hash=config_hash,
+            config_hash=pipeline.config_hash(),
             pipeline=pipeline.name,
             namespace=pipeline.namespace,
             layer=pipeline.layer,
             status="running",
             trigger=trigger,
+            triggered_by=triggered_by,
             tag=tag,
             parent_execution_id=parent_execution_id,
             replay_source=replay.replay_source if replay else None,
@@ -212,9 +229,94 @@ class ExecutionService:
             workflow_id=workflow_id_for(execution_id),
             task_queue=self.settings.task_queue,
             init_payload=init_message.payload if init_message else None,
-            created_at=now,
-            started_at=now,
         )
+        if existing is None:
+            await self._insert(record)
+        elif existing.replay and replay is not None:
+            replay = replay.model_copy(update={"replay_batch_id": existing.replay["replay_batch_id"]})
+        search = [
+            SearchAttributePair(SA_PIPELINE, pipeline.name),
+            SearchAttributePair(SA_CONFIG_ID, config_id),
+            SearchAttributePair(SA_NAMESPACE, pipeline.namespace),
+            SearchAttributePair(SA_LAYER, pipeline.layer),
+        ]
+        if tag:
+            search.append(SearchAttributePair(SA_TAG, tag))
+        workflow_input = ExecutionInput(
+            execution_id=execution_id,
+            pipeline=pipeline,
+            config_hash=record.config_hash,
+            init_message=init_message,
+            init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
+            replay=replay,
+            heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
+            max_in_flight=self.settings.max_in_flight,
+            activities_per_run=self.settings.activities_per_run,
+            read_executions=read_executions or [],
+        )
+        # An idempotent retry joins the workflow its first attempt started, and never starts a
+        # second run of a workflow that already finished.
+        conflict = WorkflowIDConflictPolicy.USE_EXISTING if idempotent else WorkflowIDConflictPolicy.FAIL
+        options: dict[str, Any] = {
+            "id": record.workflow_id,
+            "task_queue": self.settings.task_queue,
+            "search_attributes": TypedSearchAttributes(search),
+            "static_summary": f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
+            + (f" [{tag}]" if tag else ""),
+            "id_conflict_policy": conflict,
+            "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        }
+        started = StartedExecution(record)
+        try:
+            if replay is None:
+                await client.start_workflow(WORKFLOW_NAME, workflow_input, **options)
+            else:
+                # Update-with-start: one call starts the workflow and returns when the replay's
+                # objects are published, so the caller gets real counts.
+                started.listing = await client.execute_update_with_start_workflow(
+                    REPLAY_PUBLISHED_UPDATE,
+                    start_workflow_operation=WithStartWorkflowOperation(
+                        WORKFLOW_NAME, workflow_input, **options
+                    ),
+                    result_type=ReplayListing,
+                )
+        except WorkflowAlreadyStartedError:
+            # An idempotent retry after the workflow already finished: answer with what it recorded.
+            started.record = await self.find(execution_id)
+            if replay is not None and started.record.replay:
+                started.listing = ReplayListing.model_validate(
+                    {"objects_found": 0, "objects_published": 0, **started.record.replay}
+                )
+        except WorkflowUpdateFailedError as exc:
+            # Started, but publishing failed: the workflow records the failure itself.
+            started.publish_error = str(exc.cause or exc)
+            log.warning("replay %s failed while publishing: %s", execution_id, started.publish_error)
+        except Exception as exc:
+            if existing is None:
+                await self._discard(execution_id)  # never started: the tag stays free
+            if isinstance(exc, RPCError):
+                self.gateway.forget()
+                raise UnavailableError(
+                    f"could not start the execution on Temporal: {exc.message}",
+                    error_code="TEMPORAL_UNAVAILABLE",
+                ) from exc
+            raise
+        if started.listing is not None and started.record.replay is not None:
+            started.record.replay = {**started.record.replay, **started.listing.counts()}
+        return started
+
+    async def _get(self, execution_id: str) -> ExecutionRecord | None:
+        async with self.sessions() as session:
+            return await session.get(ExecutionRecord, execution_id)
+
+    async def _insert(self, record: ExecutionRecord) -> None:
+        """Store a new execution (and its `execution.started` event); 409 if its tag is taken by a
+        live execution. A tag held by a start that never reached Temporal is given back."""
+        tag = record.tag
+        if tag is not None:
+            await self._free_stale_tag(tag)
+        now = utcnow()
+        record.created_at = record.started_at = now
         async with self.sessions() as session:
             if tag is not None:
                 clash = (
@@ -227,12 +329,19 @@ class ExecutionService:
             session.add(record)
             session.add(
                 lifecycle(
-                    execution_id,
+                    record.id,
                     EXECUTION_STARTED,
-                    f"execution started: pipeline {pipeline.name}, trigger {trigger}"
+                    f"execution started: pipeline {record.pipeline}, trigger {record.trigger}"
+                    + (f", by {record.triggered_by}" if record.triggered_by else "")
                     + (f", tag {tag}" if tag else "")
-                    + (f", replay of {parent_execution_id}" if parent_execution_id else ""),
-                    data={"status": "running", "pipeline": pipeline.name, "trigger": trigger, "tag": tag},
+                    + (f", replay of {record.parent_execution_id}" if record.parent_execution_id else ""),
+                    data={
+                        "status": "running",
+                        "pipeline": record.pipeline,
+                        "trigger": record.trigger,
+                        "tag": tag,
+                        "triggered_by": record.triggered_by,
+                    },
                     timestamp=now,
                 )
             )
@@ -240,65 +349,33 @@ class ExecutionService:
                 await session.commit()
             except IntegrityError:
                 raise AlreadyExistsError(f"tag {tag!r} is already used", error_code="TAG_EXISTS") from None
-        search = [
-            SearchAttributePair(SA_PIPELINE, pipeline.name),
-            SearchAttributePair(SA_CONFIG_ID, config_id),
-            SearchAttributePair(SA_NAMESPACE, pipeline.namespace),
-            SearchAttributePair(SA_LAYER, pipeline.layer),
-        ]
-        if tag:
-            search.append(SearchAttributePair(SA_TAG, tag))
-        workflow_input = ExecutionInput(
-            execution_id=execution_id,
-            pipeline=pipeline,
-            config_hash=config_hash,
-            init_message=init_message,
-            init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
-            replay=replay,
-            heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
-            max_in_flight=self.settings.max_in_flight,
-            activities_per_run=self.settings.activities_per_run,
-        )
-        options: dict[str, Any] = {
-            "id": record.workflow_id,
-            "task_queue": self.settings.task_queue,
-            "search_attributes": TypedSearchAttributes(search),
-            "static_summary": f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
-            + (f" [{tag}]" if tag else ""),
-        }
-        started = StartedExecution(record)
+
+    async def _free_stale_tag(self, tag: str) -> None:
+        """Delete the record holding `tag` if its start died before the workflow existed (the API
+        was killed mid-request): no workflow in Temporal, no route ever ran, and old enough that no
+        start is still in flight."""
+        async with self.sessions() as session:
+            holder = (await session.exec(select(ExecutionRecord).where(ExecutionRecord.tag == tag))).first()
+            if holder is None or holder.status not in ("running", "interrupted"):
+                return
+            if utcnow() - (as_utc(holder.created_at) or utcnow()) < STALE_START:
+                return
+            ran = (
+                await session.exec(select(RouteRunRecord.id).where(RouteRunRecord.execution_id == holder.id))
+            ).first()
+        if ran is not None:
+            return
         try:
-            if replay is None:
-                await client.start_workflow(WORKFLOW_NAME, workflow_input, **options)
-            else:
-                # Update-with-start: one call starts the workflow and returns when the replay's
-                # objects are published, so the caller gets real counts.
-                started.listing = await client.execute_update_with_start_workflow(
-                    REPLAY_PUBLISHED_UPDATE,
-                    start_workflow_operation=WithStartWorkflowOperation(
-                        WORKFLOW_NAME,
-                        workflow_input,
-                        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                        **options,
-                    ),
-                    result_type=ReplayListing,
-                )
-        except WorkflowUpdateFailedError as exc:
-            # Started, but publishing failed: the workflow records the failure itself.
-            started.publish_error = str(exc.cause or exc)
-            log.warning("replay %s failed while publishing: %s", execution_id, started.publish_error)
-        except Exception as exc:
-            await self._discard(execution_id)
-            if isinstance(exc, RPCError):
-                self.gateway.forget()
-                raise UnavailableError(
-                    f"could not start the execution on Temporal: {exc.message}",
-                    error_code="TEMPORAL_UNAVAILABLE",
-                ) from exc
-            raise
-        if started.listing is not None and record.replay is not None:
-            record.replay = {**record.replay, **started.listing.counts()}
-        return started
+            client = await self.gateway.client()
+            await client.get_workflow_handle(holder.workflow_id).describe()
+            return  # the workflow exists: the tag is really taken
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                return
+        log.warning(
+            "tag %r: freeing it from execution %s, whose start never reached Temporal", tag, holder.id
+        )
+        await self._discard(holder.id)
 
     async def _discard(self, execution_id: str) -> None:
         async with self.sessions() as session:

@@ -61,6 +61,8 @@ class ReplayService:
         tag: str | None = None,
         config_id: str | None = None,
         trigger: str = "replay",
+        triggered_by: str | None = None,
+        execution_id: str | None = None,
     ) -> StartedExecution:
         parent = await self.executions.find(parent_ref)
         if config_id is not None:
@@ -93,7 +95,10 @@ class ReplayService:
         )
         await self._check_not_empty(spec)
         return await self.executions.start(
-            execution_id=str(uuid7()),
+            execution_id=execution_id or str(uuid7()),
+            idempotent=execution_id is not None,
+            triggered_by=triggered_by,
+            read_executions=chain,
             config_id=target_id,
             config_version=version,
             yaml_text=yaml_text,
@@ -106,7 +111,14 @@ class ReplayService:
         )
 
     async def detached(
-        self, *, from_execution_id: str, from_stage: str, to_route: str, from_path: str | None
+        self,
+        *,
+        from_execution_id: str,
+        from_stage: str,
+        to_route: str,
+        from_path: str | None,
+        triggered_by: str | None = None,
+        execution_id: str | None = None,
     ) -> DetachedOutcome:
         started = await self.replay_execution(
             from_execution_id,
@@ -115,6 +127,8 @@ class ReplayService:
             to_route=to_route,
             from_path=from_path,
             trigger="detached-replay",
+            triggered_by=triggered_by,
+            execution_id=execution_id,
         )
         route = PipelineConfig.from_snapshot(started.record.config_yaml).route(to_route)
         listing = started.listing or ReplayListing(

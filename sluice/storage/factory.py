@@ -28,6 +28,8 @@ def open_storage(settings: Settings, url: str | None = None) -> ObjectStorage:
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
-            secret_access_key=settings.s3_secret_access_key,
+            secret_access_key=(
+                settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+            ),
         )
     raise StorageError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix")

@@ -1,0 +1,31 @@
+"""OpenAPI `responses` shared by the routers, so every status code the API can send is documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sluice.api.schemas import ErrorResponse, ValidationErrorResponse
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+AUTH: Responses = {
+    401: error("UNAUTHENTICATED: no credential, or an unknown, expired or revoked one"),
+    403: error("PERMISSION_DENIED: the credential's role is too small (or LOOPBACK_ONLY without auth)"),
+}
+NOT_FOUND: Responses = {404: error("Resource not found")}
+INVALID_CONFIG: Responses = {400: {"model": ValidationErrorResponse, "description": "Validation failed"}}
+BAD_REQUEST: Responses = {400: error("Invalid argument")}
+CONFLICT: Responses = {409: error("Conflict (tag in use, execution already finished, name taken)")}
+UNAVAILABLE: Responses = {503: error("Temporal not reachable")}
+BODY: Responses = {
+    413: error("PAYLOAD_TOO_LARGE: the body exceeds 1 MiB"),
+    415: error("UNSUPPORTED_MEDIA_TYPE: send application/json, application/yaml or application/x-yaml"),
+}
+IDEMPOTENT: Responses = {
+    422: error("Invalid parameters, or IDEMPOTENCY_KEY_REUSED: the key was used with another request")
+}
