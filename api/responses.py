@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.api.schemas import ErrorResponse, ValidationErrorResponse
+from sluice.api.schemas import ErrorResponse, UnprocessableResponse, ValidationErrorResponse
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -17,8 +17,16 @@ AUTH: Responses = {
     401: error("UNAUTHENTICATED: no credential, or an unknown, expired or revoked one"),
     403: error("PERMISSION_DENIED: the credential's role is too small (or LOOPBACK_ONLY without auth)"),
 }
+UNPROCESSABLE: Responses = {
+    422: {"model": UnprocessableResponse, "description": "Invalid parameters (or IDEMPOTENCY_KEY_REUSED)"}
+}
 NOT_FOUND: Responses = {404: error("Resource not found")}
-INVALID_CONFIG: Responses = {400: {"model": ValidationErrorResponse, "description": "Validation failed"}}
+INVALID_CONFIG: Responses = {
+    400: {
+        "model": ErrorResponse | ValidationErrorResponse,
+        "description": "Invalid body, or an invalid config (then with its full validation report)",
+    }
+}
 BAD_REQUEST: Responses = {400: error("Invalid argument")}
 CONFLICT: Responses = {409: error("Conflict (tag in use, execution already finished, name taken)")}
 UNAVAILABLE: Responses = {503: error("Temporal not reachable")}
@@ -26,6 +34,4 @@ BODY: Responses = {
     413: error("PAYLOAD_TOO_LARGE: the body exceeds 1 MiB"),
     415: error("UNSUPPORTED_MEDIA_TYPE: send application/json, application/yaml or application/x-yaml"),
 }
-IDEMPOTENT: Responses = {
-    422: error("Invalid parameters, or IDEMPOTENCY_KEY_REUSED: the key was used with another request")
-}
+IDEMPOTENT: Responses = UNPROCESSABLE

@@ -34,6 +34,16 @@ class ErrorResponse(BaseModel):
     timestamp: datetime = Field(description="Error timestamp")
 
 
+class UnprocessableResponse(BaseModel):
+    """422: FastAPI's list of validation errors in `detail` (or one message, e.g. for
+    IDEMPOTENCY_KEY_REUSED), with the ErrorResponse fields."""
+
+    detail: str | list[dict[str, Any]]
+    error_code: str | None = None
+    correlation_id: str | None = None
+    timestamp: datetime
+
+
 class ValidationErrorResponse(ErrorResponse, ValidationReport):
     """400 for an invalid config: the ErrorResponse fields plus the full validation report."""
 

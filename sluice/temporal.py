@@ -17,7 +17,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
+from temporalio.service import RPCError, TLSConfig
 
 from sluice.settings import Settings
 
@@ -29,15 +29,38 @@ SA_LAYER = SearchAttributeKey.for_keyword("SluiceLayer")
 SEARCH_ATTRIBUTES = [SA_PIPELINE, SA_CONFIG_ID, SA_TAG, SA_NAMESPACE, SA_LAYER]
 
 
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS (and mTLS) towards Temporal from SLUICE_TEMPORAL_TLS_*; False: plaintext (dev server).
+
+    An API key (Temporal Cloud) implies TLS, as Temporal Cloud requires it."""
+    files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file, settings.temporal_tls_key_file)
+    if not settings.temporal_tls and not any(files) and settings.temporal_api_key is None:
+        return False
+    if bool(settings.temporal_tls_cert_file) != bool(settings.temporal_tls_key_file):
+        raise ValueError("mTLS needs both SLUICE_TEMPORAL_TLS_CERT_FILE and SLUICE_TEMPORAL_TLS_KEY_FILE")
+    ca, cert, key = (path.read_bytes() if path else None for path in files)
+    return TLSConfig(
+        server_root_ca_cert=ca,
+        client_cert=cert,
+        client_private_key=key,
+        domain=settings.temporal_tls_server_name,
+    )
+
+
 async def connect(settings: Settings, *, attempts: int = 1, delay: float = 1.0) -> Client:
-    """Connect with the pydantic converter; retry `attempts` times (workers wait for Temporal)."""
+    """Connect with the pydantic converter (and TLS / an API key when configured); retry
+    `attempts` times (workers wait for Temporal)."""
     last: Exception | None = None
+    tls = tls_config(settings)
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     for attempt in range(max(attempts, 1)):
         try:
             return await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 data_converter=pydantic_data_converter,
+                tls=tls,
+                api_key=api_key,
             )
         except (RuntimeError, RPCError, OSError) as exc:
             last = exc

@@ -73,6 +73,7 @@ class Stack:
     http: httpx.AsyncClient
     temporal: Client
     storage_root: Path
+    app: Any = None
 
     async def create_config(self, yaml_text: str) -> dict[str, Any]:
         resp = await self.http.post(
@@ -160,7 +161,7 @@ async def make_stack(
         base_url = f"http://127.0.0.1:{port}"
         http = httpx.AsyncClient(base_url=base_url, timeout=60)
         stack_ctx.push_async_callback(http.aclose)
-        return Stack(settings, base_url, http, temporal_env.client, data_dir / "storage")
+        return Stack(settings, base_url, http, temporal_env.client, data_dir / "storage", app)
 
     try:
         yield factory

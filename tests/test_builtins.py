@@ -108,6 +108,8 @@ async def test_read_files_from_a_bucket(make_stack: StackFactory, moto_s3: S3Ser
     assert [p.read_text() for p in files] == ["alpha", "beta"]
 
     # The rest of the bucket is not a read root.
-    outside = await stack.create_config(yaml_text.replace("/inbox", "/elsewhere").replace("name: ", "name: x", 1))
+    outside = await stack.create_config(
+        yaml_text.replace("/inbox", "/elsewhere").replace("name: ", "name: x", 1)
+    )
     failed = await stack.wait((await stack.run(outside["id"])).json()["id"])
     assert failed["status"] == "failed" and "SLUICE_READ_ROOTS" in failed["error"]

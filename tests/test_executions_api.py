@@ -146,7 +146,8 @@ async def test_run_of_a_config_that_no_longer_validates(stack: Stack) -> None:
     async def store(yaml_text: str) -> None:
         async with engine.begin() as conn:
             await conn.execute(
-                text("UPDATE pipeline_configs SET yaml = :y WHERE id = :id"), {"y": yaml_text, "id": config["id"]}
+                text("UPDATE pipeline_configs SET yaml = :y WHERE id = :id"),
+                {"y": yaml_text, "id": config["id"]},
             )
 
     await store(two_routes(1).replace("tests.handlers:copy", "os:popen"))

@@ -141,7 +141,9 @@ def test_handler_allow_list() -> None:
         assert not validate_yaml(text).report.is_valid
 
 
-@pytest.mark.parametrize("handler", ["builtins:eval", "subprocess:run", "os:popen", "pty:spawn", "venv.__main__:x"])
+@pytest.mark.parametrize(
+    "handler", ["builtins:eval", "subprocess:run", "os:popen", "pty:spawn", "venv.__main__:x"]
+)
 def test_standard_library_is_never_a_handler_and_is_not_imported(handler: str, tmp_path: Path) -> None:
     """Rejected from the string alone: `venv.__main__` would create a virtualenv if imported."""
     text = BASE.replace("handler: noop, stage: s2", f"handler: '{handler}', stage: s2")
@@ -155,7 +157,9 @@ def test_standard_library_is_never_a_handler_and_is_not_imported(handler: str, t
 def test_an_allowed_module_cannot_smuggle_a_standard_library_function() -> None:
     text = BASE.replace("handler: noop, stage: s2", "handler: 'tests.handlers:smuggled', stage: s2")
     with policy(handler_modules="tests"):
-        [issue] = [i for i in validate_yaml(text, import_handlers=True).report.issues if i.severity == "error"]
+        [issue] = [
+            i for i in validate_yaml(text, import_handlers=True).report.issues if i.severity == "error"
+        ]
     assert issue.code == "E305" and "'posix'" in issue.message
 
 

@@ -8,7 +8,7 @@ their own paths (the WebSocket authenticates in its handshake; only `/health` is
 from fastapi import APIRouter, Depends
 
 from sluice.api.auth import require
-from sluice.api.responses import AUTH
+from sluice.api.responses import AUTH, UNPROCESSABLE
 from sluice.api.routes import configs, executions, health, replay, runs, tokens, ws
 from sluice.auth.roles import Role
 
@@ -16,7 +16,9 @@ API_PREFIX = "/api/v1"
 
 # Every route under the prefix needs at least a viewer: an endpoint that forgets its own role
 # check is still never open.
-api_router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require(Role.viewer))], responses=AUTH)
+api_router = APIRouter(
+    prefix=API_PREFIX, dependencies=[Depends(require(Role.viewer))], responses={**AUTH, **UNPROCESSABLE}
+)
 for _module in (configs, executions, replay, runs, tokens):
     api_router.include_router(_module.router)
 

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from sluice.api.auth import Editor, Operator, Viewer
 from sluice.api.body import YAML_BODY_OPENAPI, read_yaml_body
 from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
-from sluice.api.responses import BODY, CONFLICT, IDEMPOTENT, INVALID_CONFIG, NOT_FOUND, UNAVAILABLE
+from sluice.api.responses import (
+    BAD_REQUEST,
+    BODY,
+    CONFLICT,
+    IDEMPOTENT,
+    INVALID_CONFIG,
+    NOT_FOUND,
+    UNAVAILABLE,
+)
 from sluice.api.schemas import (
     MAX_INT,
     ConfigListResponse,
@@ -23,7 +31,12 @@ from sluice.api.schemas import (
 router = APIRouter(prefix="/configs", tags=["configs"])
 
 
-@router.post("/validate", response_model=ValidationReport, responses=BODY, openapi_extra=YAML_BODY_OPENAPI)
+@router.post(
+    "/validate",
+    response_model=ValidationReport,
+    responses={**BAD_REQUEST, **BODY},
+    openapi_extra=YAML_BODY_OPENAPI,
+)
 async def validate_config(request: Request, services: ServicesDep, _: Editor) -> ValidationReport:
     """Validate a pipeline YAML without storing it; always 200 with the report. Handlers are
     imported and checked by a worker that polls each route's task queue (W301 when none answers)."""
