@@ -35,3 +35,13 @@ BODY: Responses = {
     415: error("UNSUPPORTED_MEDIA_TYPE: send application/json, application/yaml or application/x-yaml"),
 }
 IDEMPOTENT: Responses = UNPROCESSABLE
+LOG_EXPORT: Responses = {
+    200: {
+        "description": "The log as a file: `text` (one line per entry), `jsonl` or `json`",
+        "content": {
+            "text/plain": {"schema": {"type": "string"}},
+            "application/x-ndjson": {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+        },
+    }
+}

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -199,6 +200,29 @@ async def workflow_closed(client: Client, workflow_id: str, timeout: float = 30.
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{workflow_id} still running after {timeout}s")
         await asyncio.sleep(0.1)
+
+
+def start_worker(stack: Stack, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A worker in its own process (`python worker.py`), sharing the stack's Temporal, database,
+    storage and task queue; `env` adds or overrides SLUICE_* variables."""
+    from sluice.runtime.devstack import child_env
+
+    environment = child_env(stack.settings)
+    environment["PYTHONPATH"] = str(REPO)
+    environment["SLUICE_HANDLER_PATHS"] = str(REPO)
+    environment.update(env)
+    with log.open("wb") as fh:
+        return subprocess.Popen(
+            [sys.executable, str(REPO / "worker.py")], env=environment, stdout=fh, stderr=subprocess.STDOUT
+        )
+
+
+async def wait_until_polling(logs: list[Path]) -> None:
+    for _ in range(600):
+        if all(log.exists() and " polling " in log.read_text() for log in logs):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("workers did not start: " + " | ".join(log.read_text()[-500:] for log in logs))
 
 
 def pg_available() -> bool:

@@ -119,3 +119,18 @@ async def concurrency_probe(message, ctx):
 
 def reset_probe() -> None:
     _ACTIVE.update(now=0, max=0)
+
+
+async def read_key(message, ctx):
+    """Read the key named in the payload (`key`), or the message's own object_key."""
+    data = await ctx.read(message.payload.get("key") or message.object_key)
+    await ctx.emit("copy.bin", data)
+
+
+def hang_with_child(message, ctx):
+    """A plain-function handler that starts a child process and then never returns."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "600"])
+    Path(ctx.params["pidfile"]).write_text(str(child.pid))
+    time.sleep(3600)

@@ -8,13 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from sluice.runtime.devstack import child_env
-from tests.conftest import REPO, Stack, StackFactory
+from tests.conftest import Stack, StackFactory, start_worker, wait_until_polling
 
 PIPELINE = """
 name: scale
@@ -31,24 +29,6 @@ routes:
     concurrency: 8
     params: {{sleep: {sleep}}}
 """
-
-
-def start_worker(stack: Stack, log: Path) -> subprocess.Popen[bytes]:
-    env = child_env(stack.settings)
-    env["PYTHONPATH"] = str(REPO)
-    env["SLUICE_HANDLER_PATHS"] = str(REPO)
-    with log.open("wb") as fh:
-        return subprocess.Popen(
-            [sys.executable, str(REPO / "worker.py")], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-
-
-async def wait_until_polling(logs: list[Path]) -> None:
-    for _ in range(600):
-        if all(log.exists() and " polling " in log.read_text() for log in logs):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("workers did not start: " + " | ".join(log.read_text()[-500:] for log in logs))
 
 
 def pids_of(stack: Stack, execution_id: str) -> list[int]:

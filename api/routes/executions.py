@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import ServicesDep
 from sluice.api.logs import export_logs, log_stream, wants_sse
-from sluice.api.responses import CONFLICT, NOT_FOUND, UNAVAILABLE
+from sluice.api.responses import CONFLICT, LOG_EXPORT, NOT_FOUND, UNAVAILABLE
 from sluice.api.schemas import (
     MAX_ID,
     MAX_INT,
@@ -186,7 +186,9 @@ async def get_execution_logs(
     )
 
 
-@router.get("/{execution_id}/logs/export", responses=NOT_FOUND)
+@router.get(
+    "/{execution_id}/logs/export", responses={**NOT_FOUND, **LOG_EXPORT}, response_class=StreamingResponse
+)
 async def export_execution_logs(
     execution_id: ExecutionRef,
     services: ServicesDep,

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.logs import export_logs, log_stream, wants_sse
-from sluice.api.responses import BODY, IDEMPOTENT, UNAVAILABLE, Responses, error
+from sluice.api.responses import BODY, IDEMPOTENT, LOG_EXPORT, UNAVAILABLE, Responses, error
 from sluice.api.schemas import (
     EXECUTION_STATUSES,
     ExecutionRef,
@@ -187,7 +187,9 @@ async def get_run_logs(
     )
 
 
-@router.get("/{run_id}/logs/export", responses={404: ERRORS[404]})
+@router.get(
+    "/{run_id}/logs/export", responses={404: ERRORS[404], **LOG_EXPORT}, response_class=StreamingResponse
+)
 async def export_run_logs(
     run_id: ExecutionRef, services: ServicesDep, _: Viewer, format: Literal["text", "jsonl", "json"] = "text"
 ) -> StreamingResponse:
