@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from temporalio.client import Client
 
 from sluice import __version__
+from sluice.api.auth import redact_access_logs
 from sluice.api.body import BodyGuard
 from sluice.api.deps import Services
 from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
@@ -88,6 +89,7 @@ def create_app(
         description="Pipeline orchestration on Temporal: configs, executions, stages and replay.",
         lifespan=lifespan,
     )
+    redact_access_logs()
     app.add_middleware(BodyGuard)
     if settings.cors_origin_list:
         app.add_middleware(

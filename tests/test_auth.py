@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from sluice.api.auth import RedactQueryTokens
 from sluice.auth.roles import Role
 from sluice.runtime.devstack import free_port
 from tests.conftest import Stack, StackFactory
@@ -295,3 +297,18 @@ async def test_an_explicit_insecure_opt_in_serves_the_network(tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_query_tokens_never_reach_the_access_log() -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/api/v1/executions/x/logs?level=info&token=sluice_secret123", "1.1", 200),
+        None,
+    )
+    RedactQueryTokens().filter(record)
+    assert "sluice_secret123" not in record.getMessage() and "token=[redacted]" in record.getMessage()
+    assert "level=info" in record.getMessage()
