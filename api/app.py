@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,6 +19,7 @@ from sluice.api.auth import redact_access_logs
 from sluice.api.body import BodyGuard
 from sluice.api.deps import Services
 from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
+from sluice.api.responses import document_body_errors
 from sluice.api.routes import router
 from sluice.auth.oidc import OidcVerifier
 from sluice.auth.tokens import TokenService
@@ -102,6 +104,14 @@ def create_app(
     app.add_middleware(CorrelationIdMiddleware)
     install_error_handlers(app)
     app.include_router(router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_body_errors(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

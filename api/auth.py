@@ -50,16 +50,26 @@ def credential(connection: HTTPConnection) -> str | None:
     return None
 
 
+def host_name(header: str) -> str:
+    """`localhost:8080` -> `localhost`, `[::1]:8080` -> `::1`."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
 async def authenticate(connection: HTTPConnection) -> Principal:
     """The caller, or UnauthenticatedError (401) / PermissionDeniedError (403)."""
     services = connection.app.state.services
     settings = services.settings
     if settings.auth == "none":
         peer = connection.client.host if connection.client else ""
-        if settings.auth_allow_insecure or is_loopback(peer):
+        # The Host check stops DNS rebinding: a web page whose name resolves to 127.0.0.1 must
+        # not reach an unauthenticated local API from the user's browser.
+        host = host_name(connection.headers.get("host", ""))
+        if settings.auth_allow_insecure or (is_loopback(peer) and is_loopback(host)):
             return LOCAL
         raise PermissionDeniedError(
-            "this API runs without authentication and serves loopback clients only",
+            "this API runs without authentication and serves loopback clients (Host: localhost) only",
             error_code="LOOPBACK_ONLY",
         )
     token = credential(connection)

@@ -45,3 +45,21 @@ LOG_EXPORT: Responses = {
         },
     }
 }
+
+
+def document_body_errors(openapi: dict[str, Any]) -> dict[str, Any]:
+    """BodyGuard answers 413/415 for every POST/PUT/PATCH before routing: say so on each of them."""
+    for item in openapi.get("paths", {}).values():
+        for method, operation in item.items():
+            if method in ("post", "put", "patch"):
+                for code, spec in BODY.items():
+                    operation["responses"].setdefault(
+                        str(code),
+                        {
+                            "description": spec["description"],
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
+                            },
+                        },
+                    )
+    return openapi

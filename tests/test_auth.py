@@ -80,6 +80,8 @@ async def test_every_route_needs_a_credential_and_its_role(guarded: tuple[Stack,
         # Every operation documents both.
         responses = openapi["paths"][template][method.lower()]["responses"]
         assert {"401", "403"} <= set(responses), (method, template)
+        if method in ("POST", "PUT"):
+            assert {"413", "415", "422"} <= set(responses), (method, template)
     scheme = openapi["components"]["securitySchemes"]["bearer"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
     assert (await http.get("/docs")).status_code == 200  # the Authorize button's page stays open
@@ -257,6 +259,18 @@ async def test_without_auth_only_loopback_is_served(make_stack: StackFactory) ->
     async with httpx.AsyncClient(transport=transport, base_url="http://sluice") as remote:
         resp = await remote.get("/api/v1/executions")
     assert resp.status_code == 403 and resp.json()["error_code"] == "LOOPBACK_ONLY"
+    # DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1 calls the local API.
+    rebound = await stack.http.post(
+        "/api/v1/configs",
+        content="name: x",
+        headers={
+            "Host": f"evil.example:{stack.base_url.rsplit(':', 1)[1]}",
+            "Content-Type": "application/yaml",
+        },
+    )
+    assert rebound.status_code == 403 and rebound.json()["error_code"] == "LOOPBACK_ONLY"
+    for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
+        assert (await stack.http.get("/api/v1/configs", headers={"Host": host})).status_code == 200
 
 
 def test_sluice_api_refuses_a_network_address_without_auth(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from sluice.api.body import YAML_BODY_OPENAPI, read_yaml_body
 from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.responses import (
     BAD_REQUEST,
-    BODY,
     CONFLICT,
     IDEMPOTENT,
     INVALID_CONFIG,
@@ -34,7 +33,7 @@ router = APIRouter(prefix="/configs", tags=["configs"])
 @router.post(
     "/validate",
     response_model=ValidationReport,
-    responses={**BAD_REQUEST, **BODY},
+    responses=BAD_REQUEST,
     openapi_extra=YAML_BODY_OPENAPI,
 )
 async def validate_config(request: Request, services: ServicesDep, _: Editor) -> ValidationReport:
@@ -48,7 +47,7 @@ async def validate_config(request: Request, services: ServicesDep, _: Editor) ->
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ConfigResponse,
-    responses={**INVALID_CONFIG, **BODY},
+    responses={**INVALID_CONFIG},
     openapi_extra=YAML_BODY_OPENAPI,
 )
 async def create_config(request: Request, services: ServicesDep, principal: Editor) -> ConfigResponse:
@@ -85,7 +84,7 @@ async def get_config(config_id: UUID, services: ServicesDep, _: Viewer) -> Confi
 @router.put(
     "/{config_id}",
     response_model=ConfigResponse,
-    responses={**NOT_FOUND, **INVALID_CONFIG, **BODY},
+    responses={**NOT_FOUND, **INVALID_CONFIG},
     openapi_extra=YAML_BODY_OPENAPI,
 )
 async def update_config(
@@ -121,7 +120,7 @@ async def get_config_version(
 @router.post(
     "/{config_id}/run",
     response_model=ExecutionResponse,
-    responses={**NOT_FOUND, **INVALID_CONFIG, **UNAVAILABLE, **CONFLICT, **BODY, **IDEMPOTENT},
+    responses={**NOT_FOUND, **INVALID_CONFIG, **UNAVAILABLE, **CONFLICT, **IDEMPOTENT},
 )
 async def run_config(
     config_id: UUID,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
-from sluice.api.responses import BODY, CONFLICT, IDEMPOTENT, NOT_FOUND, UNAVAILABLE, Responses, error
+from sluice.api.responses import CONFLICT, IDEMPOTENT, NOT_FOUND, UNAVAILABLE, Responses, error
 from sluice.api.schemas import (
     DetachedReplayRequest,
     DetachedReplayResponse,
@@ -28,7 +28,6 @@ ERRORS: Responses = {
     **NOT_FOUND,
     **CONFLICT,
     **UNAVAILABLE,
-    **BODY,
     **IDEMPOTENT,
 }
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.logs import export_logs, log_stream, wants_sse
-from sluice.api.responses import BODY, IDEMPOTENT, LOG_EXPORT, UNAVAILABLE, Responses, error
+from sluice.api.responses import IDEMPOTENT, LOG_EXPORT, UNAVAILABLE, Responses, error
 from sluice.api.schemas import (
     EXECUTION_STATUSES,
     ExecutionRef,
@@ -93,7 +93,7 @@ async def list_runs(request: Request, services: ServicesDep, _: Viewer) -> RunLi
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunCreatedResponse,
-    responses={**ERRORS, **UNAVAILABLE, **BODY, **IDEMPOTENT},
+    responses={**ERRORS, **UNAVAILABLE, **IDEMPOTENT},
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from sluice.api.auth import Admin
 from sluice.api.deps import ServicesDep
-from sluice.api.responses import BAD_REQUEST, BODY, CONFLICT, NOT_FOUND
+from sluice.api.responses import BAD_REQUEST, CONFLICT, NOT_FOUND
 from sluice.api.schemas import TokenCreatedResponse, TokenCreateRequest, TokenResponse
 from sluice.durations import parse_duration
 from sluice.errors import InvalidArgumentError
@@ -29,7 +29,7 @@ async def list_tokens(services: ServicesDep, _: Admin) -> list[TokenResponse]:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TokenCreatedResponse,
-    responses={**BAD_REQUEST, **CONFLICT, **BODY},
+    responses={**BAD_REQUEST, **CONFLICT},
 )
 async def create_token(
     body: TokenCreateRequest, services: ServicesDep, principal: Admin
