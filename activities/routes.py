@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from sluice.activities.deps import ActivityDeps
 from sluice.db.models import ExecutionLogRecord
+from sluice.durations import parse_duration
 from sluice.errors import NON_RETRYABLE_HANDLER_ERRORS
 from sluice.handlers.context import AsyncRouteContext, BatchState, LogEntry, SyncRouteContext
 from sluice.handlers.registry import resolve_handler
@@ -25,6 +26,7 @@ from sluice.storage.base import ObjectNotFoundError
 from sluice.workflow_io import (
     RUN_ROUTE,
     SPILL_MESSAGES,
+    AttemptLedger,
     RoutedOutput,
     RouteResult,
     RouteTask,
@@ -33,6 +35,18 @@ from sluice.workflow_io import (
 )
 
 SPILL_THRESHOLD = 100
+
+
+class RouteTimeout(TimeoutError):
+    """The batch ran longer than the route's `timeout`: a handler failure like any exception."""
+
+
+def _ledger(info: activity.Info) -> AttemptLedger:
+    """What earlier attempts of this batch spent (none on the first attempt)."""
+    details = info.heartbeat_details
+    if details and isinstance(details[0], dict):
+        return AttemptLedger.model_validate(details[0])
+    return AttemptLedger()
 LOG_FLUSH_SECONDS = 0.5
 
 
@@ -56,6 +70,8 @@ class RouteActivities:
             worker_id=self.deps.worker_id,
             read_prefixes=tuple(f"{e}/" for e in task.read_executions),
         )
+        ledger = _ledger(info)
+        state.ledger = ledger
         heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout, self._flush_logs))
         try:
             handler = resolve_handler(route.handler)
@@ -64,9 +80,14 @@ class RouteActivities:
             except ObjectNotFoundError as exc:
                 raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
             state.inputs.update(m.object_key for m in messages if m.object_key)
-            for message in messages:
-                await self._invoke(handler, message, state)
-                state.processed += 1
+            limit = parse_duration(route.timeout).total_seconds()
+            try:
+                async with asyncio.timeout(limit):
+                    for message in messages:
+                        await self._invoke(handler, message, state)
+                        state.processed += 1
+            except TimeoutError:
+                raise RouteTimeout(f"the batch took longer than the route's timeout ({route.timeout})") from None
             outputs = await self._pack_outputs(task, state)
             await record_lineage(self.deps.sessions, state.execution_id, state.emissions)
             return RouteResult(
@@ -74,12 +95,25 @@ class RouteActivities:
                 objects_written=len(state.objects),
                 rows_written=state.rows_written,
                 attempt=info.attempt,
+                handler_failures=ledger.handler_failures,
                 outputs=outputs,
             )
         except NON_RETRYABLE_HANDLER_ERRORS as exc:
             state.logs.append(LogEntry("error", f"{type(exc).__name__}: {exc}", route.name, None))
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+            raise ApplicationError(
+                str(exc),
+                {"handler_failures": ledger.handler_failures + 1, "worker_losses": ledger.losses(info.attempt)},
+                type=type(exc).__name__,
+                non_retryable=True,
+            ) from None
         except asyncio.CancelledError:
+            if activity.is_worker_shutdown():
+                # The worker is stopping, not the execution: hand the batch back to Temporal
+                # without spending a handler retry (another worker picks it up).
+                state.logs.append(
+                    LogEntry("warn", "worker stopping: batch handed back", route.name, None, kind="lifecycle")
+                )
+                raise ApplicationError("worker shut down while handling the batch", type="WorkerShutdown") from None
             state.logs.append(
                 LogEntry("warn", "cancelled while handling a batch", route.name, None, kind="lifecycle")
             )
@@ -87,10 +121,21 @@ class RouteActivities:
         except ApplicationError:
             raise
         except Exception as exc:
+            # The handler failed: one attempt of the route's own budget. The count travels to the
+            # next attempt in the heartbeat details, so a lost worker in between spends nothing.
+            ledger.handler_failures += 1
+            activity.heartbeat(ledger.model_dump())
             tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
             state.logs.append(
                 LogEntry("error", f"attempt {info.attempt} failed: {tb}", route.name, None, kind="lifecycle")
             )
+            if ledger.handler_failures >= route.retry.max_attempts:
+                raise ApplicationError(
+                    str(exc),
+                    {"handler_failures": ledger.handler_failures, "worker_losses": ledger.losses(info.attempt)},
+                    type=type(exc).__name__,
+                    non_retryable=True,
+                ) from exc
             raise
         finally:
             heartbeat.cancel()
@@ -173,7 +218,8 @@ async def _heartbeat_forever(
     next_beat = loop.time() + interval  # short batches finish before they need a heartbeat
     while True:
         if loop.time() >= next_beat:
-            activity.heartbeat({"processed": state.processed})
+            state.ledger.processed = state.processed
+            activity.heartbeat(state.ledger.model_dump())
             next_beat = loop.time() + interval
         await flush(state)
         await asyncio.sleep(min(interval, LOG_FLUSH_SECONDS))

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
         description="Where `read_files` may read (comma list of folders and s3://bucket[/prefix]); "
         "the data dir is always included",
     )
+    worker_loss_budget: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Attempts of one batch that may be lost to dying or stopping workers, on top of the "
+        "route's retry.max_attempts (which counts handler failures only)",
+    )
     worker_shutdown_grace: str = Field(
         default="10s", description="On SIGTERM, how long in-flight batches may finish before the worker exits"
     )

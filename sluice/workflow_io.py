@@ -90,11 +90,33 @@ class RouteResult(BaseModel):
     objects_written: int = 0
     rows_written: int | None = None
     attempt: int = 1
+    handler_failures: int | None = Field(
+        default=None, description="Attempts the handler failed; the rest of attempt - 1 were worker losses"
+    )
     outputs: list[RoutedOutput] = Field(default_factory=list)
+
+    def spent(self) -> tuple[int, int]:
+        """(handler retries, worker losses) behind this result."""
+        retried = max(self.attempt - 1, 0)
+        if self.handler_failures is None:  # results of workers before this count existed
+            return retried, 0
+        return self.handler_failures, max(retried - self.handler_failures, 0)
 
     @property
     def messages_out(self) -> int:
         return sum(o.size for o in self.outputs)
+
+
+class AttemptLedger(BaseModel):
+    """What the attempts of one batch spent so far, carried from attempt to attempt in heartbeat
+    details: Temporal retries every failure alike, Sluice counts only the handler's against
+    `retry.max_attempts` (a lost worker spends the separate worker-loss budget)."""
+
+    handler_failures: int = 0
+    processed: int = 0
+
+    def losses(self, attempt: int) -> int:
+        return max(attempt - 1 - self.handler_failures, 0)
 
 
 class SpillTask(BaseModel):
@@ -116,7 +138,8 @@ class RouteProgress(BaseModel):
     messages_out: int = 0
     objects_written: int = 0
     rows_written: int | None = None
-    retries: int = 0
+    retries: int = Field(default=0, description="Batch attempts the handler failed and that were retried")
+    worker_losses: int = Field(default=0, description="Batch attempts lost with their worker (no retry spent)")
     in_flight: int = 0
     queued: int = 0
     error: str | None = None
@@ -194,6 +217,9 @@ class ExecutionInput(BaseModel):
     read_executions: list[str] = Field(
         default_factory=list,
         description="Earlier executions whose objects handlers may read (replay ancestry)",
+    )
+    worker_loss_budget: int = Field(
+        default=0, description="Batch attempts a route may lose to dying workers on top of retry.max_attempts"
     )
 
 

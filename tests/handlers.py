@@ -134,3 +134,13 @@ def hang_with_child(message, ctx):
     child = subprocess.Popen(["sleep", "600"])
     Path(ctx.params["pidfile"]).write_text(str(child.pid))
     time.sleep(3600)
+
+
+async def emit_then_wait(message, ctx):
+    """Write `count` objects, mark the attempt (attempt number and pid), then take `sleep` seconds."""
+    for i in range(int(ctx.params.get("count", 3))):
+        await ctx.emit(f"obj-{i}.txt", f"object {i}")
+    marks = Path(ctx.params["marks"])
+    marks.mkdir(parents=True, exist_ok=True)
+    (marks / f"attempt-{activity.info().attempt}").write_text(str(os.getpid()))
+    await asyncio.sleep(float(ctx.params.get("sleep", 1.5)))

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from sluice.workflows.scheduler import Scheduler
 
 SPILL_CHUNK = 500
+ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
 
 
@@ -194,7 +195,9 @@ class ExecutionWorkflow:
                 task,
                 result_type=RouteResult,
                 task_queue=route.task_queue,
-                start_to_close_timeout=parse_duration(route.timeout),
+                # The activity enforces the route's timeout itself (a handler failure); this bound only
+                # catches a worker whose event loop is stuck.
+                start_to_close_timeout=parse_duration(route.timeout) + ROUTE_TIMEOUT_MARGIN,
                 heartbeat_timeout=self._heartbeat_timeout(route),
                 retry_policy=RetryPolicy(
                     initial_interval=parse_duration(route.retry.backoff),
@@ -202,7 +205,9 @@ class ExecutionWorkflow:
                     maximum_interval=max(
                         parse_duration(route.retry.max_backoff), parse_duration(route.retry.backoff)
                     ),
-                    maximum_attempts=route.retry.max_attempts,
+                    # The handler's own budget is enforced by the activity; workers lost on the way
+                    # spend the worker-loss budget on top.
+                    maximum_attempts=route.retry.max_attempts + self._inp.worker_loss_budget,
                     non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
                 ),
                 cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -213,8 +218,7 @@ class ExecutionWorkflow:
                 scheduler.batch_cancelled(name)
             else:
                 error = _describe(err)
-                spent = err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED
-                scheduler.batch_failed(name, error, route.retry.max_attempts - 1 if spent else 0)
+                scheduler.batch_failed(name, error, *_spent_on_failure(err, route))
                 if self._failure is None:
                     self._failure = f"route {name!r} failed: {error}"
                     self._cancel_others(seq)
@@ -305,6 +309,17 @@ class ExecutionWorkflow:
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=0),
             summary=f"record {status}",
         )
+
+
+def _spent_on_failure(err: ActivityError, route: RouteConfig) -> tuple[int, int]:
+    """(handler retries, worker losses) of a batch that failed for good."""
+    cause = err.cause
+    details = cause.details if isinstance(cause, ApplicationError) else ()
+    if details and isinstance(details[0], dict) and "handler_failures" in details[0]:
+        return max(int(details[0]["handler_failures"]) - 1, 0), int(details[0].get("worker_losses", 0))
+    if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
+        return route.retry.max_attempts - 1, 0
+    return 0, 0
 
 
 def _describe(err: ActivityError) -> str:

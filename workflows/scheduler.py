@@ -180,7 +180,9 @@ class Scheduler:
         prog.objects_written += result.objects_written
         if result.rows_written is not None:
             prog.rows_written = (prog.rows_written or 0) + result.rows_written
-        prog.retries += max(result.attempt - 1, 0)
+        retries, losses = result.spent()
+        prog.retries += retries
+        prog.worker_losses += losses
         prog.messages_out += result.messages_out
         prog.completed_at = now
         for output in result.outputs:
@@ -190,12 +192,13 @@ class Scheduler:
                 self.enqueue(output.route, QueueEntry(messages=output.messages))
         self._finished(name)
 
-    def batch_failed(self, name: str, error: str, retries: int) -> None:
+    def batch_failed(self, name: str, error: str, retries: int, worker_losses: int = 0) -> None:
         """The route failed for good (its retries spent, or a non-retryable error)."""
         prog = self.progress[name]
         prog.status = "failed"
         prog.error = error
         prog.retries += retries
+        prog.worker_losses += worker_losses
         self._finished(name)
 
     def batch_cancelled(self, name: str) -> None:

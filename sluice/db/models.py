@@ -101,6 +101,7 @@ class RouteRunRecord(SQLModel, table=True):
     objects_written: int = 0
     rows_written: int | None = None
     retries: int = 0
+    worker_losses: int = 0
     error: str | None = Field(default=None, sa_type=sa.Text)
     started_at: datetime | None = _ts(default=None)
     completed_at: datetime | None = _ts(default=None)

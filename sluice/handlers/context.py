@@ -23,6 +23,7 @@ from sluice.settings import Settings
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import is_sidecar, object_key, stage_prefix
 from sluice.storage.stage import encode_data, write_stage_object
+from sluice.workflow_io import AttemptLedger
 
 T = TypeVar("T")
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -57,6 +58,7 @@ class BatchState:
     objects: set[str] = field(default_factory=set)
     rows_written: int | None = None
     processed: int = 0
+    ledger: AttemptLedger = field(default_factory=AttemptLedger)  # what this batch's attempts spent
     read_prefixes: tuple[str, ...] = ()  # executions whose objects ctx.read may return
     inputs: set[str] = field(default_factory=set)  # object keys the batch's messages carry
 

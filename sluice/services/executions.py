@@ -253,6 +253,7 @@ class ExecutionService:
             max_in_flight=self.settings.max_in_flight,
             activities_per_run=self.settings.activities_per_run,
             read_executions=read_executions or [],
+            worker_loss_budget=self.settings.worker_loss_budget,
         )
         # An idempotent retry joins the workflow its first attempt started, and never starts a
         # second run of a workflow that already finished.
