@@ -47,6 +47,8 @@ def _ledger(info: activity.Info) -> AttemptLedger:
     if details and isinstance(details[0], dict):
         return AttemptLedger.model_validate(details[0])
     return AttemptLedger()
+
+
 LOG_FLUSH_SECONDS = 0.5
 
 
@@ -72,7 +74,10 @@ class RouteActivities:
         )
         ledger = _ledger(info)
         state.ledger = ledger
-        heartbeat = asyncio.create_task(_heartbeat_forever(state, info.heartbeat_timeout, self._flush_logs))
+        stop_beating = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            _heartbeat_until(stop_beating, state, info.heartbeat_timeout, self._flush_logs)
+        )
         try:
             handler = resolve_handler(route.handler)
             try:
@@ -87,7 +92,9 @@ class RouteActivities:
                         await self._invoke(handler, message, state)
                         state.processed += 1
             except TimeoutError:
-                raise RouteTimeout(f"the batch took longer than the route's timeout ({route.timeout})") from None
+                raise RouteTimeout(
+                    f"the batch took longer than the route's timeout ({route.timeout})"
+                ) from None
             outputs = await self._pack_outputs(task, state)
             await record_lineage(self.deps.sessions, state.execution_id, state.emissions)
             return RouteResult(
@@ -102,7 +109,10 @@ class RouteActivities:
             state.logs.append(LogEntry("error", f"{type(exc).__name__}: {exc}", route.name, None))
             raise ApplicationError(
                 str(exc),
-                {"handler_failures": ledger.handler_failures + 1, "worker_losses": ledger.losses(info.attempt)},
+                {
+                    "handler_failures": ledger.handler_failures + 1,
+                    "worker_losses": ledger.losses(info.attempt),
+                },
                 type=type(exc).__name__,
                 non_retryable=True,
             ) from None
@@ -113,7 +123,9 @@ class RouteActivities:
                 state.logs.append(
                     LogEntry("warn", "worker stopping: batch handed back", route.name, None, kind="lifecycle")
                 )
-                raise ApplicationError("worker shut down while handling the batch", type="WorkerShutdown") from None
+                raise ApplicationError(
+                    "worker shut down while handling the batch", type="WorkerShutdown"
+                ) from None
             state.logs.append(
                 LogEntry("warn", "cancelled while handling a batch", route.name, None, kind="lifecycle")
             )
@@ -132,15 +144,18 @@ class RouteActivities:
             if ledger.handler_failures >= route.retry.max_attempts:
                 raise ApplicationError(
                     str(exc),
-                    {"handler_failures": ledger.handler_failures, "worker_losses": ledger.losses(info.attempt)},
+                    {
+                        "handler_failures": ledger.handler_failures,
+                        "worker_losses": ledger.losses(info.attempt),
+                    },
                     type=type(exc).__name__,
                     non_retryable=True,
                 ) from exc
             raise
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            # Stopped, never cancelled: a cancel in the middle of a log write would lose its lines.
+            stop_beating.set()
+            await asyncio.shield(heartbeat)
             await asyncio.shield(self._flush_logs(state))
 
     async def _invoke(self, handler: Any, message: Message, state: BatchState) -> None:
@@ -178,10 +193,11 @@ class RouteActivities:
         return outputs
 
     async def _flush_logs(self, state: BatchState) -> None:
+        """Store the handler's lines so far; they leave the buffer only once committed (a failed
+        write is tried again with the next flush)."""
         if not state.logs:
             return
         entries = state.logs[:]
-        del state.logs[: len(entries)]
         rows = [
             ExecutionLogRecord(
                 execution_id=state.execution_id,
@@ -199,7 +215,9 @@ class RouteActivities:
                 session.add_all(rows)
                 await session.commit()
         except Exception:  # logs must never fail the batch that produced them
-            activity.logger.exception("could not store %d log line(s)", len(rows))
+            activity.logger.exception("could not store %d log line(s); will try again", len(rows))
+            return
+        del state.logs[: len(entries)]
 
     @activity.defn(name=SPILL_MESSAGES)
     async def spill_messages(self, task: SpillTask) -> SpillRef:
@@ -208,18 +226,22 @@ class RouteActivities:
         return await write_spill(self.deps.storage, prefix, task.messages, task.page_size)
 
 
-async def _heartbeat_forever(
-    state: BatchState, every: timedelta | None, flush: Callable[[BatchState], Awaitable[None]]
+async def _heartbeat_until(
+    stop: asyncio.Event,
+    state: BatchState,
+    every: timedelta | None,
+    flush: Callable[[BatchState], Awaitable[None]],
 ) -> None:
     """Heartbeat on the handler's behalf, so cancellation reaches handlers that never heartbeat,
     and ship the handler's log lines while it runs, so live streams show them as they happen."""
     interval = max((every.total_seconds() / 3) if every else 10.0, 0.2)
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + interval  # short batches finish before they need a heartbeat
-    while True:
+    while not stop.is_set():
         if loop.time() >= next_beat:
             state.ledger.processed = state.processed
             activity.heartbeat(state.ledger.model_dump())
             next_beat = loop.time() + interval
         await flush(state)
-        await asyncio.sleep(min(interval, LOG_FLUSH_SECONDS))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(interval, LOG_FLUSH_SECONDS))

@@ -6,7 +6,6 @@ rows as the event hub pushes them, until the run ends (then `error` for a failed
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -72,34 +71,30 @@ def log_stream(
                 yield chunk
             return
         async with services.hub.subscribe(current.id) as sub:
-            last = 0
-            for row in await logs.fetch(current.id):
-                last = row.id or last
+            # History up to the hub's watermark, then the hub's rows above it: once each, in order.
+            async for row in logs.iterate(current.id, upto=sub.last):
                 if matches(row):
                     yield sse("log", log_data(row))
+            quiet_after_end = 0
             while True:
-                try:
-                    row = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    current = await services.executions.get(current.id)  # reconciles with Temporal
-                    if current.status in TERMINAL:
-                        for late in await logs.fetch(current.id, after_id=last):
-                            if matches(late):
-                                yield sse("log", log_data(late))
+                rows = await sub.next(KEEPALIVE_SECONDS)
+                for row in rows:
+                    if matches(row):
+                        yield sse("log", log_data(row))
+                    if row.event == EXECUTION_FINISHED:
+                        async for chunk in finish(await services.executions.find(current.id)):
+                            yield chunk
+                        return
+                if rows:
+                    continue
+                current = await services.executions.get(current.id)  # reconciles with Temporal
+                if current.status in TERMINAL:
+                    quiet_after_end += 1  # its last line is on its way; do not wait forever
+                    if quiet_after_end > 2:
                         async for chunk in finish(current):
                             yield chunk
                         return
-                    yield b": keepalive\n\n"
-                    continue
-                if (row.id or 0) <= last:
-                    continue
-                last = row.id or last
-                if matches(row):
-                    yield sse("log", log_data(row))
-                if row.event == EXECUTION_FINISHED:
-                    async for chunk in finish(await services.executions.find(current.id)):
-                        yield chunk
-                    return
+                yield b": keepalive\n\n"
 
     return StreamingResponse(
         events(),

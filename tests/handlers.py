@@ -142,5 +142,22 @@ async def emit_then_wait(message, ctx):
         await ctx.emit(f"obj-{i}.txt", f"object {i}")
     marks = Path(ctx.params["marks"])
     marks.mkdir(parents=True, exist_ok=True)
-    (marks / f"attempt-{activity.info().attempt}").write_text(str(os.getpid()))
-    await asyncio.sleep(float(ctx.params.get("sleep", 1.5)))
+    attempt = activity.info().attempt
+    (marks / f"attempt-{attempt}").write_text(str(os.getpid()))
+    first = ctx.params.get("first_sleep")
+    await asyncio.sleep(float(first if first is not None and attempt == 1 else ctx.params.get("sleep", 1.5)))
+
+
+async def chatty_bulk(message, ctx):
+    """Log `lines` lines fast (shipped in many flushes while the batch runs)."""
+    lines = int(ctx.params.get("lines", 100))
+    for i in range(lines):
+        ctx.log.info(f"line {i} of batch {message.payload.get('i')}")
+        if i % 25 == 0:
+            await asyncio.sleep(0.02)
+
+
+async def fan_messages(message, ctx):
+    """Send `count` messages onward (no objects)."""
+    for i in range(int(message.payload.get("count", 3))):
+        await ctx.send({"i": i})

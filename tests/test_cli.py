@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from sluice.runtime.devstack import free_port, port_in_use
@@ -152,6 +154,25 @@ async def test_dev_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
         client = await Client.connect(f"127.0.0.1:{temporal}")
         status = await workflow_closed(client, f"sluice-exec-{run['id']}")
         assert status.name == "COMPLETED"
+
+        # A worker that dies is restarted, and the stack keeps running pipelines.
+        def worker_pids() -> list[int]:
+            pids = []
+            for p in psutil.Process(second.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):  # the killed one is a zombie until reaped
+                    if p.status() != psutil.STATUS_ZOMBIE and "worker" in p.cmdline():
+                        pids.append(p.pid)
+            return pids
+
+        [old] = worker_pids()
+        os.kill(old, signal.SIGKILL)
+        for _ in range(200):
+            if (pids := worker_pids()) and old not in pids:
+                break
+            await asyncio.sleep(0.05)
+        assert pids and old not in pids, "sluice dev did not restart its worker"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            assert (await _run_example(http))["status"] == "completed"
     finally:
         second.send_signal(signal.SIGINT)
         await asyncio.to_thread(second.communicate, timeout=60)

@@ -4,11 +4,19 @@ the truth when things break."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import Stack, StackFactory, start_worker, wait_until_polling
+import httpx
+import pytest
+import websockets
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.conftest import PG_URL, Stack, StackFactory, start_worker, wait_until_polling
 
 
 async def wait_for(path: Path, timeout: float = 60.0) -> str:
@@ -69,6 +77,60 @@ async def test_killed_workers_spend_no_handler_retry(make_stack: StackFactory, t
                 w.wait(timeout=30)
 
 
+async def run_under_sigterm(
+    stack: Stack, tmp_path: Path, grace: str, params: str
+) -> tuple[dict, dict, int, float]:
+    """Start a batch on worker 1, SIGTERM it mid-batch, let worker 2 finish the execution."""
+    marks = tmp_path / "marks"
+    config = await stack.create_config(
+        "name: draining\ninit_message: {route: a}\nroutes:\n"
+        "  - name: a\n    handler: tests.handlers:emit_then_wait\n    stage: out\n"
+        "    retry: {max_attempts: 1, backoff: 100ms}\n"
+        f"    params: {{count: 2, marks: '{marks}', {params}}}\n"
+    )
+    first = start_worker(stack, tmp_path / "w1.log", SLUICE_WORKER_SHUTDOWN_GRACE=grace)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_until_polling([tmp_path / "w1.log"])
+        run = (await stack.run(config["id"])).json()
+        await wait_for(marks / "attempt-1")
+        loop = asyncio.get_running_loop()
+        stopping = loop.time()
+        first.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(first.wait, 60)
+        took = loop.time() - stopping
+        second = start_worker(stack, tmp_path / "w2.log")
+        done = await stack.wait(run["id"], timeout=120)
+        routes = (await stack.http.get(f"/api/v1/executions/{run['id']}/routes")).json()
+        return done, route_of(routes, "a"), code, took
+    finally:
+        for w in (first, second):
+            if w is not None and w.poll() is None:
+                w.terminate()
+                w.wait(timeout=30)
+
+
+async def test_sigterm_lets_an_in_flight_batch_finish(make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = await make_stack(worker=False)
+    done, a, code, took = await run_under_sigterm(stack, tmp_path, "10s", "sleep: 1")
+    assert code == 0 and took < 10
+    assert done["status"] == "completed"
+    assert (a["retries"], a["worker_losses"]) == (0, 0)  # the batch finished where it started
+    assert not (tmp_path / "marks" / "attempt-2").exists()
+
+
+async def test_sigterm_hands_a_long_batch_back_without_spending_a_retry(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = await make_stack(worker=False)
+    done, a, code, took = await run_under_sigterm(stack, tmp_path, "1s", "first_sleep: 60, sleep: 0.1")
+    assert code == 0 and took < 1 + 5  # the grace, then the batch went back to Temporal
+    assert done["status"] == "completed", done
+    assert (a["retries"], a["worker_losses"]) == (0, 1)
+    assert (tmp_path / "marks" / "attempt-2").exists()
+    assert [p.name for p in stack.objects(done["id"], "out")] == ["obj-0.txt", "obj-1.txt"]
+
+
 async def test_handler_failures_still_spend_retries(stack: Stack) -> None:
     config = await stack.create_config(
         "name: flaky\ninit_message: {route: a}\nroutes:\n"
@@ -100,3 +162,131 @@ async def test_a_route_timeout_is_a_handler_failure(stack: Stack) -> None:
     assert failed["status"] == "failed" and "route's timeout" in failed["error"]
     a = route_of((await stack.http.get(f"/api/v1/executions/{failed['id']}/routes")).json(), "a")
     assert (a["retries"], a["worker_losses"]) == (1, 0)
+
+
+LINES = int(os.environ.get("SLUICE_TEST_LOG_LINES", "625"))  # per batch, 8 batches
+N_STREAMS = int(os.environ.get("SLUICE_TEST_LOG_STREAMS", "20"))
+
+
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+async def test_every_log_line_reaches_every_stream_once_in_order(
+    make_stack: StackFactory, database: str, tmp_path: Path
+) -> None:
+    """8 batches write 5,000 lines at once while 20 SSE streams and a WebSocket read: on PostgreSQL
+    ids commit out of order, and still every stream gets every stored line once, in id order.
+    The worker runs in its own process, as deployed (the API and its 21 clients share this one)."""
+    stack = await make_stack(database=database, worker=False, heartbeat_timeout="10s")
+    worker = start_worker(stack, tmp_path / "worker.log")
+    await wait_until_polling([tmp_path / "worker.log"])
+    config = await stack.create_config(
+        "name: chatty\ninit_message: {route: fan, payload: {count: 8}}\nroutes:\n"
+        "  - {name: fan, handler: 'tests.handlers:fan_messages', next: [talk]}\n"
+        "  - {name: talk, handler: 'tests.handlers:chatty_bulk', batch_size: 1, concurrency: 8,"
+        " params: {lines: LINES}}\n".replace("LINES", str(LINES))
+    )
+    run = (await stack.run(config["id"])).json()
+
+    async def sse() -> list[int]:
+        ids: list[int] = []
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=120) as http:
+            async with http.stream(
+                "GET", f"/api/v1/executions/{run['id']}/logs", headers={"Accept": "text/event-stream"}
+            ) as resp:
+                event = None
+                async for line in resp.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "log":
+                        ids.append(json.loads(line[6:])["id"])
+                    elif line.startswith("data: ") and event == "status":
+                        return ids
+        return ids
+
+    async def ws() -> list[int]:
+        ids: list[int] = []
+        finished = -1
+        url = stack.base_url.replace("http://", "ws://") + f"/api/ws?execution_id={run['id']}&since_id=0"
+        async with websockets.connect(url, max_size=None) as socket:
+            while True:
+                event = json.loads(await asyncio.wait_for(socket.recv(), 60))
+                if event["type"] == "run_status" and event["status"] != "running":
+                    finished = event["id"]
+                if event["type"] == "log":
+                    ids.append(event["id"])
+                    if event["id"] == finished:
+                        return ids
+
+    try:
+        streams = await asyncio.gather(*(sse() for _ in range(N_STREAMS)), ws())
+        assert (await stack.wait(run["id"]))["status"] == "completed"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    stored = [
+        e["id"]
+        for e in (
+            await stack.http.get(f"/api/v1/executions/{run['id']}/logs", params={"limit": 50_000})
+        ).json()["logs"]
+    ]
+    assert len(stored) >= 8 * LINES and stored == sorted(stored)
+    for ids in streams:
+        assert ids == stored  # every line, once, in id order
+
+
+async def test_log_lines_committed_out_of_order_arrive_in_order(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """PostgreSQL hands out ids at insert and shows rows at commit: a line whose transaction commits
+    late (a smaller id appearing after larger ones) still reaches every stream, and in id order."""
+    stack = await make_stack(database="postgres")
+    marker = tmp_path / "started"
+    config = await stack.create_config(
+        "name: waits\ninit_message: {route: a}\nroutes:\n"
+        f"  - {{name: a, handler: 'tests.handlers:slow', stage: s, params: {{marker: '{marker}'}}}}\n"
+    )
+    run = (await stack.run(config["id"])).json()
+    await wait_for(marker)
+
+    async def sse() -> list[int]:
+        ids: list[int] = []
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+            async with http.stream(
+                "GET", f"/api/v1/executions/{run['id']}/logs", headers={"Accept": "text/event-stream"}
+            ) as resp:
+                event = None
+                async for line in resp.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "log":
+                        ids.append(json.loads(line[6:])["id"])
+                    elif line.startswith("data: ") and event == "status":
+                        return ids
+        return ids
+
+    readers = [asyncio.create_task(sse()) for _ in range(5)]
+    await asyncio.sleep(0.5)
+    engine = create_async_engine(
+        PG_URL, connect_args={"server_settings": {"search_path": stack.settings.database_schema}}
+    )
+    insert = text(
+        "INSERT INTO execution_logs (execution_id, route, level, message, kind, timestamp) "
+        "VALUES (:e, 'a', 'info', :m, 'handler', now()) RETURNING id"
+    )
+    try:
+        async with engine.connect() as slow, engine.connect() as fast:
+            late_tx = await slow.begin()
+            late = (await slow.execute(insert, {"e": run["id"], "m": "committed late"})).scalar_one()
+            for i in range(5):
+                async with fast.begin():
+                    await fast.execute(insert, {"e": run["id"], "m": f"committed early {i}"})
+            await asyncio.sleep(1.0)  # the hub sees the larger ids first
+            await late_tx.commit()
+    finally:
+        await engine.dispose()
+    await asyncio.sleep(0.5)
+    assert (await stack.http.post(f"/api/v1/executions/{run['id']}/cancel")).status_code == 200
+    streams = await asyncio.gather(*readers)
+    stored = [e["id"] for e in (await stack.http.get(f"/api/v1/executions/{run['id']}/logs")).json()["logs"]]
+    assert late in stored
+    for ids in streams:
+        assert ids == stored

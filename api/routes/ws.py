@@ -11,7 +11,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from sluice.api.auth import WS_PROTOCOL, authenticate, websocket_token
 from sluice.api.errors import error_response
-from sluice.api.logs import ws_events
+from sluice.api.logs import KEEPALIVE_SECONDS, ws_events
 from sluice.api.schemas import MAX_ID
 from sluice.auth.roles import Role
 from sluice.errors import PermissionDeniedError, SluiceError
@@ -63,17 +63,16 @@ async def events_socket(websocket: WebSocket) -> None:
     reader = asyncio.create_task(watch_disconnect())
     try:
         async with services.hub.subscribe(execution_id, since_id=since_id) as sub:
-            await websocket.send_json(
-                {"type": "connected", "execution_id": execution_id, "cursor": services.hub.cursor}
-            )
+            await websocket.send_json({"type": "connected", "execution_id": execution_id, "cursor": sub.last})
             while not reader.done():
-                getter = asyncio.create_task(sub.queue.get())
+                getter = asyncio.create_task(sub.next(KEEPALIVE_SECONDS))
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break
-                for event in ws_events(getter.result()):
-                    await websocket.send_json(event)
+                for row in getter.result():
+                    for event in ws_events(row):
+                        await websocket.send_json(event)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -151,10 +151,8 @@ async def embedded_stack(
         }
     )
     temporal_log = data_dir / "temporal.log"
-    worker_log = data_dir / "worker.log"
     temporal: subprocess.Popen[bytes] | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    server: uvicorn.Server | None = None
+    worker = SupervisedWorker(child_env(settings), data_dir / "worker.log")
     try:
         with temporal_log.open("ab") as log_fh:
             temporal = subprocess.Popen(  # noqa: ASYNC220 - spawning does not block
@@ -165,14 +163,7 @@ async def embedded_stack(
             )
         client = await wait_for_temporal(temporal, settings, temporal_log)
         await upgrade_database(settings)
-        with worker_log.open("ab") as log_fh:
-            worker = subprocess.Popen(  # noqa: ASYNC220
-                WORKER_COMMAND,
-                env=child_env(settings),
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        worker.start()
 
         from sluice.api.app import create_app
 
@@ -188,10 +179,61 @@ async def embedded_stack(
         )
         yield settings, server
     finally:
-        await terminate(worker)
+        await worker.stop()
         await terminate(temporal)
-        if worker is not None and worker.returncode not in (0, None, -signal.SIGTERM, -signal.SIGINT):
-            print(f"worker exited with {worker.returncode}; see {worker_log}", file=sys.stderr)
+
+
+class SupervisedWorker:
+    """The embedded stack's worker process, restarted when it dies (a crash, an OOM kill, a
+    `kill -9` while testing), with a bound so a worker that cannot start does not spin."""
+
+    MAX_RESTARTS = 5
+    WINDOW = 60.0
+
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._restarts: list[float] = []
+
+    def start(self) -> None:
+        self._spawn()
+        self._watch = asyncio.create_task(self._watch_forever())
+
+    def _spawn(self) -> None:
+        with self.log.open("ab") as log_fh:
+            self.proc = subprocess.Popen(
+                WORKER_COMMAND, env=self.env, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    async def _watch_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.5)
+            assert self.proc is not None
+            if self.proc.poll() is None:
+                continue
+            now = loop.time()
+            self._restarts = [t for t in self._restarts if now - t < self.WINDOW] + [now]
+            if len(self._restarts) > self.MAX_RESTARTS:
+                print(
+                    f"the worker keeps exiting ({self.proc.returncode}); not restarting it again, see {self.log}",
+                    file=sys.stderr,
+                )
+                return
+            print(f"the worker exited ({self.proc.returncode}); restarting it (log: {self.log})", file=sys.stderr)
+            self._spawn()
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await terminate(self.proc)
+        code = self.proc.returncode if self.proc is not None else None
+        if code not in (0, None, -signal.SIGTERM, -signal.SIGINT):
+            print(f"worker exited with {code}; see {self.log}", file=sys.stderr)
 
 
 async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:
