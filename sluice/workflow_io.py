@@ -139,7 +139,9 @@ class RouteProgress(BaseModel):
     objects_written: int = 0
     rows_written: int | None = None
     retries: int = Field(default=0, description="Batch attempts the handler failed and that were retried")
-    worker_losses: int = Field(default=0, description="Batch attempts lost with their worker (no retry spent)")
+    worker_losses: int = Field(
+        default=0, description="Batch attempts lost with their worker (no retry spent)"
+    )
     in_flight: int = 0
     queued: int = 0
     error: str | None = None

@@ -290,3 +290,37 @@ async def test_log_lines_committed_out_of_order_arrive_in_order(
     assert late in stored
     for ids in streams:
         assert ids == stored
+
+
+async def test_replays_can_answer_at_once_and_a_cancel_while_publishing_is_cancelled(stack: Stack) -> None:
+    config = await stack.create_config(
+        "name: bulk\ninit_message: {route: a, payload: {count: 1}}\nroutes:\n"
+        "  - {name: a, handler: 'tests.handlers:fanout', stage: raw, next: [b]}\n"
+        "  - {name: b, handler: 'tests.handlers:tally', params: {tally: /dev/null}}\n"
+    )
+    parent = await stack.wait((await stack.run(config["id"])).json()["id"])
+    bulk = stack.storage_root / parent["id"] / "raw" / "bulk"
+    bulk.mkdir(parents=True)
+    for i in range(8000):  # enough that publishing takes a while
+        (bulk / f"{i:05d}.txt").write_text("x")
+    body = {"replay_source": "storage", "from_stage": "raw", "to_route": "b"}
+    url = f"/api/v1/executions/{parent['id']}/replay"
+
+    started = await stack.http.post(url, json=body, headers={"Prefer": "respond-async"})
+    assert started.status_code == 202 and started.headers["preference-applied"] == "respond-async"
+    replay = started.json()
+    assert replay["status"] == "running" and replay["parent_execution_id"] == parent["id"]
+    cancelled = await stack.http.post(f"/api/v1/executions/{replay['id']}/cancel")
+    assert cancelled.status_code in (200, 202)
+    final = await stack.wait(replay["id"])
+    assert final["status"] == "cancelled", final  # not "failed: publishing the replay failed"
+
+    detached = await stack.http.post(
+        "/api/v1/replay",
+        json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "b"},
+        headers={"Prefer": "respond-async"},
+    )
+    assert detached.status_code == 202
+    done = await stack.wait(detached.json()["id"], timeout=120)
+    assert done["status"] == "completed"
+    assert done["replay"]["objects_published"] == 8001 and done["replay"]["objects_found"] == 8001

@@ -45,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
     from sluice.workflows.scheduler import Scheduler
 
 SPILL_CHUNK = 500
+# workflow.patched() ids: behaviour changes that running workflows must not see mid-history.
+CANCELLED_WHILE_PUBLISHING = "cancel-while-publishing-is-cancelled"
 ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
 
@@ -263,6 +265,8 @@ class ExecutionWorkflow:
                 summary=f"publish {replay.from_stage} -> {replay.to_route}",
             )
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError) and workflow.patched(CANCELLED_WHILE_PUBLISHING):
+                raise asyncio.CancelledError from err  # cancelled by request: the run ends `cancelled`
             self._failure = f"publishing the replay failed: {_describe(err)}"
             return
         if listing.spill is not None and listing.spill.total:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
@@ -23,6 +24,28 @@ from sluice.api.schemas import (
 
 router = APIRouter(tags=["replay"])
 
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="`respond-async`: answer 202 with the new execution at once instead of after publishing; "
+        "its `replay` counts appear on GET /api/v1/executions/{id} when publishing ends",
+    ),
+]
+ACCEPTED: Responses = {
+    202: {"model": ExecutionResponse, "description": "Prefer: respond-async: the execution, still publishing"}
+}
+
+
+def responds_async(prefer: str | None, response: Response) -> bool:
+    """RFC 7240 `Prefer: respond-async`; marks the response 202 when honoured."""
+    wanted = "respond-async" in [p.strip().split("=")[0].lower() for p in (prefer or "").split(",")]
+    if wanted:
+        response.status_code = 202
+        response.headers["Preference-Applied"] = "respond-async"
+    return wanted
+
+
 ERRORS: Responses = {
     400: error("Bad request (unknown route or stage, empty stage, bad path)"),
     **NOT_FOUND,
@@ -32,14 +55,20 @@ ERRORS: Responses = {
 }
 
 
-@router.post("/executions/{execution_id}/replay", response_model=ExecutionResponse, responses=ERRORS)
+@router.post(
+    "/executions/{execution_id}/replay",
+    response_model=ExecutionResponse,
+    responses={**ERRORS, **ACCEPTED},
+)
 async def replay_execution(
     execution_id: ExecutionRef,
     body: ExecutionReplayRequest,
     request: Request,
     services: ServicesDep,
     principal: Operator,
+    response: Response,
     idempotency_key: IdempotencyKey = None,
+    prefer: PreferHeader = None,
 ) -> ExecutionResponse:
     """Replay a previous execution (id or tag): a new execution linked to its parent publishes the
     parent's stored objects of `from_stage` into `to_route`; messages flow downstream from there.
@@ -56,18 +85,21 @@ async def replay_execution(
         config_id=str(body.config_id) if body.config_id else None,
         triggered_by=principal.name,
         execution_id=await reserved_execution(request, services, principal, idempotency_key),
+        wait=not responds_async(prefer, response),
     )
     return ExecutionResponse.of(started.record, services.settings)
 
 
-@router.post("/replay", response_model=DetachedReplayResponse, responses=ERRORS)
+@router.post("/replay", response_model=DetachedReplayResponse, responses={**ERRORS, **ACCEPTED})
 async def detached_replay(
     body: DetachedReplayRequest,
     request: Request,
     services: ServicesDep,
     principal: Operator,
+    response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> DetachedReplayResponse:
+    prefer: PreferHeader = None,
+) -> DetachedReplayResponse | JSONResponse:
     """Replay stored outputs of an execution to any route, in a new execution; answers once every
     object is published (`.meta.json` sidecars are never published)."""
     out = await services.replays.detached(
@@ -77,8 +109,15 @@ async def detached_replay(
         from_path=body.from_path,
         triggered_by=principal.name,
         execution_id=await reserved_execution(request, services, principal, idempotency_key),
+        wait=not responds_async(prefer, response),
     )
     listing = out.listing
+    if listing is None:  # respond-async: the execution now, its counts on it later
+        return JSONResponse(
+            status_code=202,
+            content=ExecutionResponse.of(out.record, services.settings).model_dump(mode="json"),
+            headers={"Preference-Applied": "respond-async"},
+        )
     return DetachedReplayResponse(
         execution_id=UUID(out.record.id),
         from_execution_id=body.from_execution_id,

@@ -63,7 +63,11 @@ class BatchState:
     inputs: set[str] = field(default_factory=set)  # object keys the batch's messages carry
 
     def readable(self, key: str) -> bool:
-        return key.startswith(f"{self.execution_id}/") or key in self.inputs or key.startswith(self.read_prefixes)
+        return (
+            key.startswith(f"{self.execution_id}/")
+            or key in self.inputs
+            or key.startswith(self.read_prefixes)
+        )
 
 
 class RouteLog:

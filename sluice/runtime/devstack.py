@@ -204,7 +204,11 @@ class SupervisedWorker:
     def _spawn(self) -> None:
         with self.log.open("ab") as log_fh:
             self.proc = subprocess.Popen(
-                WORKER_COMMAND, env=self.env, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                WORKER_COMMAND,
+                env=self.env,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
 
     async def _watch_forever(self) -> None:
@@ -222,7 +226,10 @@ class SupervisedWorker:
                     file=sys.stderr,
                 )
                 return
-            print(f"the worker exited ({self.proc.returncode}); restarting it (log: {self.log})", file=sys.stderr)
+            print(
+                f"the worker exited ({self.proc.returncode}); restarting it (log: {self.log})",
+                file=sys.stderr,
+            )
             self._spawn()
 
     async def stop(self) -> None:

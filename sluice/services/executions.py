@@ -195,6 +195,7 @@ class ExecutionService:
         replay: ReplaySpec | None = None,
         read_executions: list[str] | None = None,
         idempotent: bool = False,
+        wait_for_publish: bool = True,
     ) -> StartedExecution:
         tag = validate_tag(tag)
         client = await self.gateway.client()
@@ -269,7 +270,7 @@ class ExecutionService:
         }
         started = StartedExecution(record)
         try:
-            if replay is None:
+            if replay is None or not wait_for_publish:
                 await client.start_workflow(WORKFLOW_NAME, workflow_input, **options)
             else:
                 # Update-with-start: one call starts the workflow and returns when the replay's

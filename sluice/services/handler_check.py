@@ -55,7 +55,9 @@ class HandlerChecker:
             for queue in idle["activity"]:
                 unchecked += [(queue, h, f"no worker polls task queue {queue!r}") for h in queues.pop(queue)]
             checks = (
-                (await self._run(HandlerCheckInput(queues=dict(queues), timeout_seconds=timeout), timeout)).checks
+                (
+                    await self._run(HandlerCheckInput(queues=dict(queues), timeout_seconds=timeout), timeout)
+                ).checks
                 if queues
                 else []
             )

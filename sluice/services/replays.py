@@ -31,7 +31,7 @@ _EXECUTION_KEY = re.compile(r"^[0-9a-fA-F-]{36}/")
 class DetachedOutcome:
     record: ExecutionRecord
     to_queue: str
-    listing: ReplayListing
+    listing: ReplayListing | None  # None: answered before publishing (respond-async)
 
 
 class ReplayService:
@@ -63,7 +63,10 @@ class ReplayService:
         trigger: str = "replay",
         triggered_by: str | None = None,
         execution_id: str | None = None,
+        wait: bool = True,
     ) -> StartedExecution:
+        """Validate and start the replay; with `wait`, answer once its objects are published (a
+        Workflow Update), else at once (the counts land on the execution record later)."""
         parent = await self.executions.find(parent_ref)
         if config_id is not None:
             target = await self.configs.get(config_id)
@@ -99,6 +102,7 @@ class ReplayService:
             idempotent=execution_id is not None,
             triggered_by=triggered_by,
             read_executions=chain,
+            wait_for_publish=wait,
             config_id=target_id,
             config_version=version,
             yaml_text=yaml_text,
@@ -119,6 +123,7 @@ class ReplayService:
         from_path: str | None,
         triggered_by: str | None = None,
         execution_id: str | None = None,
+        wait: bool = True,
     ) -> DetachedOutcome:
         started = await self.replay_execution(
             from_execution_id,
@@ -129,13 +134,16 @@ class ReplayService:
             trigger="detached-replay",
             triggered_by=triggered_by,
             execution_id=execution_id,
+            wait=wait,
         )
         route = PipelineConfig.from_snapshot(started.record.config_yaml).route(to_route)
-        listing = started.listing or ReplayListing(
-            objects_found=0,
-            objects_published=0,
-            errors=[started.publish_error or "publishing did not complete"],
-        )
+        listing = started.listing
+        if listing is None and wait:
+            listing = ReplayListing(
+                objects_found=0,
+                objects_published=0,
+                errors=[started.publish_error or "publishing did not complete"],
+            )
         return DetachedOutcome(
             record=started.record,
             to_queue=(route.task_queue if route and route.task_queue else self.settings.task_queue),
