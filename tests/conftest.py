@@ -101,11 +101,7 @@ class Stack:
 
     def objects(self, execution_id: str, stage: str) -> list[Path]:
         root = self.storage_root / execution_id / stage
-        return sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file() and not p.name.endswith(".meta.json") and not p.name.startswith(".tmp-")
-        )
+        return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta.json"))
 
 
 StackFactory = Callable[..., Awaitable[Stack]]

@@ -195,6 +195,10 @@ async def test_temporal_unreachable_is_503(make_stack: StackFactory) -> None:
             assert (await http.get("/api/v1/executions/t503")).status_code == 404
             ready = await http.get("/ready")
             assert ready.status_code == 503 and ready.json()["database"] == "ok"
+            # A running execution's progress lives in its workflow: no invented zeros without Temporal.
+            running = (await stack.run(config["id"])).json()
+            routes = await http.get(f"/api/v1/executions/{running['id']}/routes")
+            assert routes.status_code == 503 and routes.json()["error_code"] == "TEMPORAL_UNAVAILABLE"
     finally:
         server.should_exit = True
         await task

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -339,3 +341,25 @@ def test_s3_storage_needs_both_keys_or_neither() -> None:
         S3Storage(bucket="b", access_key_id="only-the-id")
     with pytest.raises(StorageError):
         S3Storage(bucket="")
+
+
+def test_local_writes_leave_no_temporary_file_after_a_crash(tmp_path: Path) -> None:
+    """A writer killed between creating its temporary file and renaming it leaves the file under
+    `_sluice/tmp/`, named after the writer: the next storage opened on this host removes it."""
+    import socket
+
+    store = LocalStorage(tmp_path)
+    tmp = tmp_path / "_sluice" / "tmp"
+    crashed = tmp / f"{socket.gethostname()}-{_exited_pid()}-k4x9"
+    crashed.write_bytes(b"half an object")
+    live = tmp / f"{socket.gethostname()}-{os.getpid()}-q8w2"
+    live.write_bytes(b"being written")
+    LocalStorage(tmp_path)
+    assert sorted(p.name for p in tmp.iterdir()) == [live.name]
+    assert store.root == tmp_path.resolve()
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

@@ -293,6 +293,7 @@ async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argpa
     started = time.monotonic()
     live = sys.stderr.isatty()
     last_lines: list[str] = []
+    routes: list[dict[str, Any]] = []
     cancelled = False
     with stop_on_signals() as stop:
         while True:
@@ -302,8 +303,14 @@ async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argpa
                 print("\ncancelling...", file=sys.stderr, flush=True)
                 await http.post(f"/api/v1/executions/{execution_id}/cancel", timeout=120)
                 cancelled = True
-            progress = (await http.get(f"/api/v1/executions/{execution_id}/routes")).json()
-            lines = _progress_lines(progress["routes"])
+            resp = await http.get(f"/api/v1/executions/{execution_id}/routes")
+            if resp.status_code != 200:  # e.g. Temporal restarting: say so, keep watching
+                lines = [f"  progress unavailable ({resp.status_code}): {_error_text(resp)}"]
+                progress = {"status": "running", "routes": routes}
+            else:
+                progress = resp.json()
+                routes = progress["routes"]
+                lines = _progress_lines(routes)
             if lines != last_lines:
                 if live and last_lines:  # redraw the table in place on a terminal
                     sys.stderr.write(f"\x1b[{len(last_lines)}F\x1b[J")
@@ -318,7 +325,6 @@ async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argpa
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.3)  # Ctrl-C wakes the loop at once
     final = (await http.get(f"/api/v1/executions/{execution_id}")).json()
-    routes = progress["routes"]
     if args.json:
         print(json.dumps({**final, "routes": routes}, indent=2))
     _print_summary(final, routes)
@@ -333,6 +339,7 @@ def _progress_lines(routes: list[dict[str, Any]]) -> list[str]:
     rows = [
         f"  {r['route']:<{width}}  {r['status']:<10} {r['messages_in']:>7} {r['messages_processed']:>7} "
         f"{r['messages_out']:>7} {r['objects_written']:>8} {r['retries']:>7}"
+        + (f"  ({r['worker_losses']} lost with their worker)" if r.get("worker_losses") else "")
         for r in routes
     ]
     return [head, *rows]

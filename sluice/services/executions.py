@@ -474,8 +474,10 @@ class ExecutionService:
                     10,
                 )
                 return record, progress.routes
-            except Exception as exc:  # no worker yet, Temporal down: fall back to what is stored
-                log.debug("progress query for %s failed: %s", record.id, exc)
+            except Exception as exc:
+                record = await self.find(record.id)  # it may have finished in the meantime
+                if record.status == "running":
+                    raise self._progress_unavailable(record, exc) from exc
         async with self.sessions() as session:
             rows = (
                 await session.exec(
@@ -489,6 +491,25 @@ class ExecutionService:
             pipeline = PipelineConfig.from_snapshot(record.config_yaml)
             routes = [RouteProgress(route=r.name, position=i) for i, r in enumerate(pipeline.routes)]
         return record, routes
+
+    def _progress_unavailable(self, record: ExecutionRecord, exc: Exception) -> UnavailableError:
+        """A running execution's progress lives in its workflow: without Temporal (or a worker to
+        answer the query) there is no honest answer, so say so instead of showing zeros."""
+        if isinstance(exc, UnavailableError) or (
+            isinstance(exc, RPCError)
+            and exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+        ):
+            self.gateway.forget()
+            return UnavailableError(
+                f"Temporal is not reachable at {self.settings.temporal_address}; the progress of running "
+                f"execution {record.id} lives in its workflow",
+                error_code="TEMPORAL_UNAVAILABLE",
+            )
+        return UnavailableError(
+            f"no worker answered the progress query of running execution {record.id} ({type(exc).__name__}); "
+            "start a worker (sluice worker)",
+            error_code="PROGRESS_UNAVAILABLE",
+        )
 
     async def list(
         self, filters: ExecutionFilters, *, sort: str, order: str, limit: int, offset: int

@@ -1,21 +1,33 @@
-"""Local-disk storage: one file per key under a root directory, written atomically."""
+"""Local-disk storage: one file per key under a root directory, written atomically.
+
+A write goes to a temporary file under `_sluice/tmp/` (same filesystem, outside every stage), then
+is renamed into place. Temporary files are named after their writer (host and pid), so a storage
+opened later removes what dead writers of this host left behind: nothing survives a crash.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError
+from sluice.storage.keys import INTERNAL_ROOT
+
+TMP_DIR = f"{INTERNAL_ROOT}/tmp"
 
 
 class LocalStorage(ObjectStorage):
     def __init__(self, root: Path):
         self.root = root.resolve()
         self.url = self.root.as_uri()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.root / TMP_DIR
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._writer = f"{socket.gethostname()}-{os.getpid()}-"
+        sweep_dead_writers(self.tmp)
 
     def _path(self, key: str) -> Path:
         path = (self.root / self.check_key(key)).resolve()
@@ -29,10 +41,9 @@ class LocalStorage(ObjectStorage):
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
-    @staticmethod
-    def _put_sync(path: Path, data: bytes) -> None:
+    def _put_sync(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=self._writer)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -81,8 +92,32 @@ class LocalStorage(ObjectStorage):
                         stack.append((path, iter(await asyncio.to_thread(_scan_sorted, path))))
                     except (FileNotFoundError, NotADirectoryError):
                         continue
-            elif not name.startswith(".tmp-") and key.startswith(prefix):
+            elif key.startswith(prefix) and not name.startswith(".tmp-"):  # temp files of Sluice <= 0.1
                 yield key
+
+
+def sweep_dead_writers(tmp: Path) -> int:
+    """Remove temporary files of writers on this host that no longer run (a killed worker)."""
+    host = socket.gethostname()
+    removed = 0
+    for path in tmp.iterdir() if tmp.is_dir() else []:
+        writer_host, _, rest = path.name.rpartition("-")[0].rpartition("-")
+        pid = rest
+        if writer_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _scan_sorted(directory: Path) -> list[tuple[str, bool]]:
