@@ -161,3 +161,10 @@ async def fan_messages(message, ctx):
     """Send `count` messages onward (no objects)."""
     for i in range(int(message.payload.get("count", 3))):
         await ctx.send({"i": i})
+
+
+async def slow_copy(message, ctx):
+    """Copy an object after `sleep` seconds (long enough batches for chaos to land in)."""
+    await asyncio.sleep(float(ctx.params.get("sleep", 0.1)))
+    key = message.object_key
+    await ctx.emit(key.rsplit("/", 1)[-1], await ctx.read(key))
