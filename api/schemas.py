@@ -271,6 +271,7 @@ class NodeRunResponse(BaseModel):
     messages_out: int = 0
     objects_written: int = 0
     retries: int = 0
+    worker_losses: int = 0
     error: str | None = None
 
     @classmethod
@@ -284,7 +285,9 @@ class NodeRunResponse(BaseModel):
             duration_ms=p.duration_ms,
             started_at=p.started_at,
             finished_at=p.completed_at if p.status not in ("running", "pending") else None,
-            **p.model_dump(include={"messages_in", "messages_out", "objects_written", "retries", "error"}),
+            **p.model_dump(
+                include={"messages_in", "messages_out", "objects_written", "retries", "worker_losses", "error"}
+            ),
         )
 
 

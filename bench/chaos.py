@@ -188,7 +188,7 @@ class ChaosStack:
                     .select_from(LineageRecord)
                     .where(LineageRecord.execution_id == execution_id)
                 )
-                return int((await session.execute(query)).scalar_one())
+                return int((await session.exec(query)).one())
         finally:
             await engine.dispose()
 
