@@ -10,6 +10,7 @@ from sluice.activities.deps import ActivityDeps
 from sluice.activities.handlers import check_handlers
 from sluice.activities.records import RecordActivities
 from sluice.activities.replay import ReplayActivities
+from sluice.activities.resume import ResumeActivities
 from sluice.activities.routes import RouteActivities
 
 
@@ -17,11 +18,13 @@ def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:
     routes = RouteActivities(deps)
     records = RecordActivities(deps)
     replay = ReplayActivities(deps)
+    resume = ResumeActivities(deps)
     return [
         routes.run_route,
         routes.spill_messages,
         records.finalize_execution,
         replay.list_replay_objects,
+        resume.prepare_resume,
         check_handlers,
     ]
 

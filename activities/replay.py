@@ -54,6 +54,11 @@ class ReplayActivities:
                         continue
                     counts["published"] += 1
                     correlation_id = derived_id(spec.replay_batch_id, key)
+                    payload = {
+                        "object_key": key,
+                        "stage": spec.from_stage,
+                        "path": key.removeprefix(stage_prefix(_owner(key), spec.from_stage)),
+                    }
                     lineage.append(
                         Emission(
                             correlation_id=correlation_id,
@@ -63,16 +68,13 @@ class ReplayActivities:
                             stage=spec.from_stage,
                             object_key=key,
                             replay_batch_id=spec.replay_batch_id,
+                            payload=payload,
                         )
                     )
                     if len(lineage) >= LINEAGE_CHUNK:
                         await self._insert_lineage(execution_id, lineage)
                     yield Message(
-                        payload={
-                            "object_key": key,
-                            "stage": spec.from_stage,
-                            "path": key.removeprefix(stage_prefix(_owner(key), spec.from_stage)),
-                        },
+                        payload=payload,
                         metadata=MessageMetadata(
                             execution_id=execution_id,
                             correlation_id=correlation_id,

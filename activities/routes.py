@@ -96,7 +96,9 @@ class RouteActivities:
                     f"the batch took longer than the route's timeout ({route.timeout})"
                 ) from None
             outputs = await self._pack_outputs(task, state)
-            await record_lineage(self.deps.sessions, state.execution_id, state.emissions)
+            await record_lineage(
+                self.deps.sessions, state.execution_id, state.emissions, route=route.name, processed=messages
+            )
             return RouteResult(
                 processed=state.processed,
                 objects_written=len(state.objects),

@@ -7,7 +7,7 @@ rows as the event hub pushes them, until the run ends (then `error` for a failed
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -104,8 +104,16 @@ def log_stream(
 
 
 def export_logs(
-    services: Services, record: ExecutionRecord, *, format: str, route: str | None, level: str | None
+    services: Services,
+    record: ExecutionRecord,
+    *,
+    format: str,
+    route: str | None,
+    level: str | None,
+    level_words: Mapping[str, str] | None = None,
 ) -> StreamingResponse:
+    """`level_words` renames levels in text exports (seed 002 says `warning` where Sluice says `warn`)."""
+
     async def body() -> AsyncIterator[bytes]:
         first = True
         if format == "json":
@@ -114,7 +122,8 @@ def export_logs(
             entry = LogEntryResponse.model_validate(row)
             if format == "text":
                 where = f" [{entry.route}]" if entry.route else ""
-                yield f"{entry.timestamp.isoformat()} {entry.level.upper():<5}{where} {entry.message}\n".encode()
+                word = (level_words or {}).get(entry.level, entry.level)
+                yield f"{entry.timestamp.isoformat()} {word.upper():<5}{where} {entry.message}\n".encode()
             else:
                 line = entry.model_dump_json()
                 if format == "json":

@@ -120,6 +120,10 @@ class ExecutionResponse(BaseModel):
     replay: dict[str, Any] | None = Field(
         default=None, description="For replays: source, target route, batch id and publishing counts"
     )
+    params: dict[str, Any] | None = Field(default=None, description="Run params given at start")
+    resume: dict[str, Any] | None = Field(
+        default=None, description="For resumes: the source, objects carried over, messages handled again"
+    )
 
     @classmethod
     def of(cls, r: ExecutionRecord, settings: Settings) -> ExecutionResponse:
@@ -286,7 +290,14 @@ class NodeRunResponse(BaseModel):
             started_at=p.started_at,
             finished_at=p.completed_at if p.status not in ("running", "pending") else None,
             **p.model_dump(
-                include={"messages_in", "messages_out", "objects_written", "retries", "worker_losses", "error"}
+                include={
+                    "messages_in",
+                    "messages_out",
+                    "objects_written",
+                    "retries",
+                    "worker_losses",
+                    "error",
+                }
             ),
         )
 
@@ -304,6 +315,7 @@ class RunResponse(BaseModel):
     rows_written: int | None
     error: str | None = None
     created_at: UtcDatetime
+    params: dict[str, Any] = Field(default_factory=dict, description="Run params given at start")
 
     @classmethod
     def of(cls, r: ExecutionRecord) -> Self:
@@ -320,6 +332,7 @@ class RunResponse(BaseModel):
                 "status": run_status(r.status),
                 "finished_at": r.completed_at,
                 "error": error,
+                "params": r.params or {},
             }
         )
 
@@ -341,6 +354,7 @@ class RunCreateRequest(BaseModel):
     layer: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     pipeline: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     trigger: str = Field(default="manual", pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")
+    params: dict[str, Any] | None = Field(default=None, description="Run params (override the pipeline's)")
 
 
 class RunCreatedResponse(BaseModel):
@@ -396,3 +410,96 @@ class TokenResponse(BaseModel):
 
 class TokenCreatedResponse(TokenResponse):
     token: str = Field(description="The token itself: shown once, store it now")
+
+
+class ExecutionResumeRequest(BaseModel):
+    """Resume a failed, cancelled or interrupted execution (body optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: Literal["snapshot", "latest"] = Field(
+        default="snapshot",
+        description="`snapshot`: the config the source ran; `latest`: the config's current version "
+        "(after fixing a handler)",
+    )
+    tag: str | None = Field(default=None, max_length=255)
+
+
+# -- seed 002's run API (/api/pipelines, /api/runs) -------------------------------------------------
+PipelineRunLevel = Literal["debug", "info", "warning", "error"]
+SEED_002_LEVEL: dict[str, PipelineRunLevel] = {
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "error": "error",
+}
+
+
+class PipelineRunRequest(BaseModel):
+    """Trigger a pipeline (seed 002); `params` override the pipeline's params for this run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] | None = Field(default=None, description="Run params (`${param.NAME}`)")
+
+
+class PipelineRunAccepted(BaseModel):
+    id: str
+    pipeline_id: str
+    status: RunStatus
+
+
+class PipelineRunResponse(BaseModel):
+    """A run of a pipeline (seed 002), with Sluice's extras after the seed's fields."""
+
+    id: str
+    pipeline_id: str
+    status: RunStatus
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+    error: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    trigger: str
+    duration_ms: int | None = None
+    parent_run_id: str | None = Field(default=None, description="The run this one resumed or replayed")
+
+    @classmethod
+    def of(cls, r: ExecutionRecord, status: RunStatus | None = None) -> Self:
+        return cls(
+            id=r.id,
+            pipeline_id=r.config_id,
+            status=status or run_status(r.status),
+            started_at=r.started_at,
+            finished_at=r.completed_at,
+            error=(
+                f"interrupted: {r.error or 'workflow ended outside Sluice'}"
+                if r.status == "interrupted"
+                else r.error
+            ),
+            params=r.params or {},
+            trigger=r.trigger,
+            duration_ms=r.duration_ms,
+            parent_run_id=r.parent_execution_id,
+        )
+
+
+class PipelineRunDetailResponse(PipelineRunResponse):
+    node_runs: list[NodeRunResponse] = Field(default_factory=list)
+    resume: dict[str, Any] | None = None
+    temporal_ui_url: str | None = None
+
+
+class PipelineRunPage(BaseModel):
+    items: list[PipelineRunResponse]
+    total: int
+    page: int
+    per_page: int
+    pages: int
+
+
+class PipelineRunLogEntry(BaseModel):
+    run_id: str
+    node_id: str | None
+    level: PipelineRunLevel
+    message: str
+    timestamp: UtcDatetime

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -71,6 +71,11 @@ class PipelineConfig(_Strict):
     routes: list[RouteConfig] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     schedule: str | None = None
+    on_failure: Literal["continue", "stop"] = Field(
+        default="continue",
+        description="When a batch fails for good: `continue` runs everything not downstream of it "
+        "(what a resume then skips), `stop` cancels in-flight batches and starts nothing more",
+    )
 
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)

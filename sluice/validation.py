@@ -15,6 +15,7 @@ from sluice.durations import parse_duration
 from sluice.errors import HandlerImportError
 from sluice.graph import find_cycle, reachable
 from sluice.handlers.registry import check_handler, resolve_handler
+from sluice.params import references
 from sluice.pipeline_config import (
     KNOWN_ROUTE_FIELDS,
     KNOWN_TOP_LEVEL,
@@ -47,6 +48,7 @@ CODES: dict[str, str] = {
     "W502": "route writes no stage",
     "W503": "pipeline has no init_message (it can only be replayed into)",
     "W504": "`collect` route has no upstream route",
+    "W601": "the init payload references a param the pipeline does not declare (every run must pass it)",
 }
 
 
@@ -267,7 +269,21 @@ def check_semantics(config: PipelineConfig, *, import_handlers: bool = False) ->
                 "add `init_message: {route: <first route>, payload: {...}}`",
             )
         )
-    elif config.init_message.route not in known:
+    else:
+        for path, name in references(config.init_message.payload, "init_message.payload"):
+            if name not in config.params:
+                issues.append(
+                    issue(
+                        "warning",
+                        "W601",
+                        path,
+                        f"${{param.{name}}} names no param of the pipeline: a run without "
+                        f"`params.{name}` is refused (400 UNKNOWN_PARAM)",
+                        f"declare a default under `params:` (e.g. `params: {{{name}: ...}}`)"
+                        + (f"; declared: {', '.join(sorted(config.params))}" if config.params else ""),
+                    )
+                )
+    if config.init_message is not None and config.init_message.route not in known:
         issues.append(
             issue(
                 "error",

@@ -23,6 +23,8 @@ RUN_ROUTE = "sluice.run_route"
 FINALIZE_EXECUTION = "sluice.finalize_execution"
 SPILL_MESSAGES = "sluice.spill_messages"
 LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
+PREPARE_RESUME = "sluice.prepare_resume"
+STOP_GRACEFULLY_SIGNAL = "stop_gracefully"
 HANDLER_CHECK_WORKFLOW = "HandlerCheckWorkflow"
 CHECK_HANDLERS = "sluice.check_handlers"
 
@@ -138,6 +140,7 @@ class RouteProgress(BaseModel):
     messages_out: int = 0
     objects_written: int = 0
     rows_written: int | None = None
+    messages_failed: int = Field(default=0, description="Messages of batches that failed for good")
     retries: int = Field(default=0, description="Batch attempts the handler failed and that were retried")
     worker_losses: int = Field(
         default=0, description="Batch attempts lost with their worker (no retry spent)"
@@ -172,9 +175,15 @@ class CarriedState(BaseModel):
     routes: list[RouteProgress]
     queues: dict[str, list[QueueEntry]]
     collect_pending: dict[str, int] = Field(default_factory=dict)
+    singles: dict[str, list[MessageBatch]] = Field(
+        default_factory=dict, description="One-message batches split off failed batches, still to run"
+    )
     runs: int = 1
     activities_total: int = 0
     replay_listing: ReplayListing | None = None
+    failure: str | None = Field(
+        default=None, description="The first route failure, when work went on after it"
+    )
 
 
 class ReplaySpec(BaseModel):
@@ -205,6 +214,36 @@ class ReplayListing(BaseModel):
         return self.model_dump(include={"objects_found", "objects_published", "objects_failed", "errors"})
 
 
+class ResumeSpec(BaseModel):
+    """Resume an earlier execution: carry what it finished, run only what it did not."""
+
+    source_execution_id: str
+    config: Literal["snapshot", "latest"] = "snapshot"
+    page_size: int = 100
+
+
+class ResumeTask(BaseModel):
+    spec: ResumeSpec
+    execution_id: str
+    routes: list[str]
+    collect_routes: list[str] = Field(default_factory=list)
+    init_route: str | None = None
+    page_sizes: dict[str, int] = Field(default_factory=dict)
+
+
+class ResumePlan(BaseModel):
+    """What a resume found in its source: messages still to handle per route (spilled) and
+    collect routes still to run; everything else the source finished is carried over."""
+
+    queues: dict[str, SpillRef] = Field(default_factory=dict)
+    collect: dict[str, int] = Field(default_factory=dict)
+    objects_carried: int = 0
+    messages_pending: int = 0
+    dropped: dict[str, int] = Field(
+        default_factory=dict, description="Pending messages for routes the config no longer has"
+    )
+
+
 class ExecutionInput(BaseModel):
     execution_id: str
     pipeline: PipelineConfig
@@ -223,6 +262,7 @@ class ExecutionInput(BaseModel):
     worker_loss_budget: int = Field(
         default=0, description="Batch attempts a route may lose to dying workers on top of retry.max_attempts"
     )
+    resume: ResumeSpec | None = None
 
 
 class ExecutionProgress(BaseModel):

@@ -168,3 +168,28 @@ async def slow_copy(message, ctx):
     await asyncio.sleep(float(ctx.params.get("sleep", 0.1)))
     key = message.object_key
     await ctx.emit(key.rsplit("/", 1)[-1], await ctx.read(key))
+
+
+async def picky(message, ctx):
+    """Copy like `copy`, but fail on the objects named in params.fail while the file
+    params.broken exists (deleting the file is "fixing the handler")."""
+    key = message.object_key
+    name = key.rsplit("/", 1)[-1]
+    if name in ctx.params.get("fail", []) and Path(ctx.params["broken"]).exists():
+        raise ValueError(f"cannot handle {name}")
+    if ctx.params.get("tally"):
+        await asyncio.to_thread(_append, Path(ctx.params["tally"]), f"{ctx.route} {name}\n")
+    await ctx.emit(name, (await ctx.read(key)).upper())
+
+
+async def counted_copy(message, ctx):
+    """`copy`, recording each object it handles in params.tally."""
+    key = message.object_key
+    name = key.rsplit("/", 1)[-1]
+    await asyncio.to_thread(_append, Path(ctx.params["tally"]), f"{ctx.route} {name}\n")
+    await ctx.emit(name, await ctx.read(key))
+
+
+async def show_params(message, ctx):
+    """Store the message payload and the params the handler sees."""
+    await ctx.emit("seen.json", {"payload": message.payload, "params": ctx.params})

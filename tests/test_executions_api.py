@@ -363,7 +363,9 @@ async def test_run_on_postgres(make_stack: StackFactory) -> None:
     routes = (await stack.http.get("/api/v1/executions/pg-run/routes")).json()["routes"]
     assert [r["messages_processed"] for r in routes] == [1, 4]
     graph = (await stack.http.get(f"/api/v1/executions/{done['id']}/lineage")).json()
-    assert len(graph["edges"]) == 4
+    assert len(graph["edges"]) == 8  # init -> 4 load messages, each -> its copied object
+    roots = [n for n in graph["nodes"] if n["source_route"] is None]
+    assert [(r["route"], r["kind"]) for r in roots] == [("load", "message")]
     logs = (await stack.http.get(f"/api/v1/executions/{done['id']}/logs")).json()["logs"]
     assert logs[0]["event"] == "execution.started" and logs[-1]["event"] == "execution.finished"
     assert (await stack.run(config["id"], tag="pg-run")).status_code == 409

@@ -31,6 +31,7 @@ from sluice.workflow_io import (
     REPLAY_PUBLISHED_UPDATE,
     RUN_ROUTE,
     SPILL_MESSAGES,
+    STOP_GRACEFULLY_SIGNAL,
     WORKFLOW_NAME,
     ExecutionInput,
     ExecutionProgress,
@@ -100,8 +101,10 @@ class StandIns:
         return {r.route: r for r in final.routes}
 
 
-def pipeline(yaml_routes: str, params: str = "{}") -> PipelineConfig:
-    return PipelineConfig.from_snapshot(f"name: wf\nparams: {params}\nroutes:\n{yaml_routes}")
+def pipeline(yaml_routes: str, params: str = "{}", on_failure: str = "continue") -> PipelineConfig:
+    return PipelineConfig.from_snapshot(
+        f"name: wf\nparams: {params}\non_failure: {on_failure}\nroutes:\n{yaml_routes}"
+    )
 
 
 def execution(config: PipelineConfig, init_route: str | None = "a", **kw: Any) -> ExecutionInput:
@@ -278,9 +281,7 @@ async def test_retry_backoff_is_durable_timer_time(skipping_worker: Running, sta
     assert route.duration_ms is not None and route.duration_ms >= 3 * 3600 * 1000
 
 
-async def test_spent_retries_fail_the_execution_and_cancel_other_batches(
-    worker: Running, standins: StandIns
-) -> None:
+async def test_on_failure_stop_cancels_other_batches(worker: Running, standins: StandIns) -> None:
     cancelled: list[int] = []
 
     async def behaviour(task: RouteTask) -> RouteResult:
@@ -302,7 +303,8 @@ async def test_spent_retries_fail_the_execution_and_cancel_other_batches(
         """
   - {name: a, handler: noop, next: [b]}
   - {name: b, handler: noop, batch_size: 1, heartbeat_timeout: 5s, retry: {max_attempts: 3, backoff: 100ms}}
-"""
+""",
+        on_failure="stop",
     )
     handle = await worker.start(execution(config))
     with pytest.raises(WorkflowFailureError) as failure:
@@ -313,6 +315,89 @@ async def test_spent_retries_fail_the_execution_and_cancel_other_batches(
     assert final.status == "failed" and "route 'b' failed: ValueError: bad batch" in (final.error or "")
     route = standins.routes()["b"]
     assert route.status == "failed" and route.retries == 2 and route.in_flight == 0
+
+
+async def test_a_failed_batch_is_split_and_the_rest_of_the_work_goes_on(
+    worker: Running, standins: StandIns
+) -> None:
+    """`on_failure: continue` (the default): a batch that fails for good is retried one message
+    at a time, so only the message that really fails is lost; everything not downstream of it
+    runs, and the execution ends failed with the route's first error."""
+    seen_by_c: list[int] = []
+
+    async def load(task: RouteTask) -> RouteResult:
+        return RouteResult(processed=1, outputs=[RoutedOutput(route="b", messages=messages(10))])
+
+    async def picky(task: RouteTask) -> RouteResult:
+        batch = task.batch.messages or []
+        if any(m.payload["i"] == 3 for m in batch):
+            raise ApplicationError("bad row 3", type="ValueError", non_retryable=True)
+        return RouteResult(processed=len(batch), outputs=[RoutedOutput(route="c", messages=batch)])
+
+    async def sink(task: RouteTask) -> RouteResult:
+        seen_by_c.extend(m.payload["i"] for m in task.batch.messages or [])
+        return RouteResult(processed=task.batch.size)
+
+    standins.behaviours = {"a": load, "b": picky, "c": sink}
+    config = pipeline(
+        """
+  - {name: a, handler: noop, next: [b]}
+  - {name: b, handler: noop, batch_size: 5, next: [c]}
+  - {name: c, handler: noop, batch_size: 100}
+"""
+    )
+    handle = await worker.start(execution(config))
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert sorted(seen_by_c) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    final = standins.finalized[0]
+    assert final.status == "failed" and "route 'b' failed: ValueError: bad row 3" in (final.error or "")
+    routes = standins.routes()
+    assert routes["a"].status == "completed" and routes["c"].status == "completed"
+    assert routes["b"].status == "failed"
+    assert (routes["b"].messages_processed, routes["b"].messages_failed) == (9, 1)
+
+
+async def test_graceful_stop_lets_batches_in_flight_finish(worker: Running, standins: StandIns) -> None:
+    """The graceful cancel: a signal, then Temporal's cancel. The batch in flight finishes (its
+    outputs count), nothing queued starts, and the workflow ends cancelled."""
+    release = asyncio.Event()
+    started: list[int] = []
+
+    async def load(task: RouteTask) -> RouteResult:
+        return RouteResult(processed=1, outputs=[RoutedOutput(route="b", messages=messages(5))])
+
+    async def slow(task: RouteTask) -> RouteResult:
+        started.append(task.batch.messages[0].payload["i"])  # type: ignore[index]
+        while not release.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        return RouteResult(processed=1)
+
+    standins.behaviours = {"a": load, "b": slow}
+    config = pipeline(
+        """
+  - {name: a, handler: noop, next: [b]}
+  - {name: b, handler: noop, batch_size: 1, concurrency: 1, heartbeat_timeout: 5s}
+"""
+    )
+    handle = await worker.start(execution(config))
+    for _ in range(200):
+        if started:
+            break
+        await asyncio.sleep(0.05)
+    await handle.signal(STOP_GRACEFULLY_SIGNAL)
+    await handle.cancel()
+    await asyncio.sleep(0.5)
+    release.set()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert started == [0]
+    final = standins.finalized[0]
+    assert final.status == "cancelled" and "gracefully" in (final.error or "")
+    route = standins.routes()["b"]
+    assert (route.messages_in, route.messages_processed, route.status) == (5, 1, "cancelled")
 
 
 async def test_non_retryable_handler_errors_are_not_retried(worker: Running, standins: StandIns) -> None:

@@ -24,10 +24,12 @@ with workflow.unsafe.imports_passed_through():
     from sluice.workflow_io import (
         FINALIZE_EXECUTION,
         LIST_REPLAY_OBJECTS,
+        PREPARE_RESUME,
         PROGRESS_QUERY,
         REPLAY_PUBLISHED_UPDATE,
         RUN_ROUTE,
         SPILL_MESSAGES,
+        STOP_GRACEFULLY_SIGNAL,
         WORKFLOW_NAME,
         CarriedState,
         ExecutionInput,
@@ -37,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         MessageBatch,
         QueueEntry,
         ReplayListing,
+        ResumePlan,
+        ResumeTask,
         RouteResult,
         RouteTask,
         SpillRef,
@@ -47,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
 SPILL_CHUNK = 500
 # workflow.patched() ids: behaviour changes that running workflows must not see mid-history.
 CANCELLED_WHILE_PUBLISHING = "cancel-while-publishing-is-cancelled"
+CONTINUE_AFTER_FAILURE = "continue-after-route-failure"
 ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
 
@@ -60,11 +65,13 @@ class ExecutionWorkflow:
         self._scheduler = Scheduler(
             inp.execution_id, inp.pipeline.routes, max_in_flight=inp.max_in_flight, carried=state
         )
+        self._failure: str | None = None
         if state is not None:
             self._started_at = state.started_at
             self._runs = state.runs + 1
             self._activities_total = state.activities_total
             self._replay_listing = state.replay_listing
+            self._failure = state.failure
         else:
             self._started_at = workflow.now()
             self._runs = 1
@@ -75,7 +82,9 @@ class ExecutionWorkflow:
         self._task_seq = 0
         self._changed = False
         self._draining = False
-        self._failure: str | None = None
+        self._graceful = False
+        # Whether work goes on after a route failure (None: not decided yet, see _continuing()).
+        self._continue: bool | None = True if state is not None and state.failure is not None else None
         self._status = "running"
 
     # -- queries and updates ------------------------------------------------------------------
@@ -100,6 +109,13 @@ class ExecutionWorkflow:
             raise ApplicationError(f"execution ended ({self._status}) before its replay was published")
         return self._replay_listing
 
+    @workflow.signal(name=STOP_GRACEFULLY_SIGNAL)
+    def stop_gracefully(self) -> None:
+        """Sent before a cancel request: batches in flight finish (their outputs are stored),
+        nothing new starts, and the execution ends `cancelled`."""
+        self._graceful = True
+        self._changed = True
+
     # -- main loop ----------------------------------------------------------------------------
     @workflow.run
     async def run(self, inp: ExecutionInput) -> ExecutionSummary:
@@ -110,19 +126,22 @@ class ExecutionWorkflow:
                     scheduler.enqueue(inp.init_route, QueueEntry(messages=[inp.init_message]))
                 if inp.replay is not None:
                     await self._publish_replay()
+                if inp.resume is not None:
+                    await self._prepare_resume()
             await self._pump()
         except asyncio.CancelledError:
-            await self._stop_all()
-            self._status = "cancelled"
-            scheduler.settle("cancelled", workflow.now())
-            await self._finalize("cancelled", "cancelled by request")
+            # A graceful stop signalled before the cancel request has run by now: the SDK defers
+            # delivering cancellation to the next turn of the loop, after signal handlers.
+            if self._graceful:
+                await workflow.wait_condition(lambda: not self._tasks)
+            else:
+                await self._stop_all()
+            await self._end_cancelled()
             raise
-        if self._failure is not None:
-            self._status = "failed"
-            scheduler.settle("failed", workflow.now())
-            await self._finalize("failed", self._failure)
-            raise ApplicationError(self._failure, type="ExecutionFailed", non_retryable=True)
-        if self._draining and scheduler.has_work():
+        if self._graceful:
+            await self._end_cancelled()
+            raise asyncio.CancelledError  # stopped by signal alone (its cancel request never came)
+        if self._draining and scheduler.has_work() and (self._failure is None or self._continuing()):
             await self._spill_inline_queues()
             workflow.continue_as_new(
                 inp.model_copy(
@@ -135,13 +154,20 @@ class ExecutionWorkflow:
                             routes=list(scheduler.progress.values()),
                             queues=scheduler.carried_queues(),
                             collect_pending=scheduler.collect_pending,
+                            singles=scheduler.carried_singles(),
                             runs=self._runs,
                             activities_total=self._activities_total,
                             replay_listing=self._replay_listing,
+                            failure=self._failure,
                         ),
                     }
                 )
             )
+        if self._failure is not None:
+            self._status = "failed"
+            scheduler.settle("failed", workflow.now())
+            await self._finalize("failed", self._failure)
+            raise ApplicationError(self._failure, type="ExecutionFailed", non_retryable=True)
         self._status = "completed"
         scheduler.settle("completed", workflow.now())
         await self._finalize("completed", None)
@@ -154,6 +180,21 @@ class ExecutionWorkflow:
             routes=routes,
         )
 
+    async def _end_cancelled(self) -> None:
+        self._status = "cancelled"
+        self._scheduler.settle("cancelled", workflow.now())
+        how = "gracefully: batches in flight finished, nothing new started" if self._graceful else ""
+        await self._finalize("cancelled", f"cancelled by request{' ' + how if how else ''}")
+
+    def _continuing(self) -> bool:
+        """Work goes on after a route failure (`on_failure: continue`, the default): decided once,
+        at the first failure, so histories recorded before this behaviour replay unchanged."""
+        if self._continue is None:
+            self._continue = self._inp.pipeline.on_failure == "continue" and workflow.patched(
+                CONTINUE_AFTER_FAILURE
+            )
+        return self._continue
+
     async def _pump(self) -> None:
         scheduler = self._scheduler
         while True:
@@ -162,11 +203,12 @@ class ExecutionWorkflow:
                 or workflow.info().is_continue_as_new_suggested()
             ):
                 self._draining = True
-            if self._failure is None and not self._draining:
+            stopped = self._failure is not None and not self._continuing()
+            if not stopped and not self._draining and not self._graceful:
                 for name, batch in scheduler.next_batches(workflow.now()):
                     self._start(name, batch)
             if scheduler.in_flight == 0 and (
-                self._failure is not None or self._draining or not scheduler.has_work()
+                stopped or self._draining or self._graceful or not scheduler.has_work()
             ):
                 return
             self._changed = False
@@ -220,10 +262,14 @@ class ExecutionWorkflow:
                 scheduler.batch_cancelled(name)
             else:
                 error = _describe(err)
-                scheduler.batch_failed(name, error, *_spent_on_failure(err, route))
-                if self._failure is None:
+                continuing = self._continuing()
+                split = scheduler.batch_failed(
+                    name, error, *_spent_on_failure(err, route), batch=batch, isolate=continuing
+                )
+                if not split and self._failure is None:
                     self._failure = f"route {name!r} failed: {error}"
-                    self._cancel_others(seq)
+                    if not continuing:
+                        self._cancel_others(seq)
         except BaseException:
             scheduler.batch_cancelled(name)
             raise
@@ -272,6 +318,43 @@ class ExecutionWorkflow:
         if listing.spill is not None and listing.spill.total:
             self._scheduler.enqueue(replay.to_route, QueueEntry(spill=listing.spill))
         self._replay_listing = listing.model_copy(update={"spill": None})
+
+    async def _prepare_resume(self) -> None:
+        resume = self._inp.resume
+        assert resume is not None
+        scheduler = self._scheduler
+        try:
+            plan: ResumePlan = await workflow.execute_activity(
+                PREPARE_RESUME,
+                ResumeTask(
+                    spec=resume,
+                    execution_id=self._inp.execution_id,
+                    routes=list(scheduler.routes),
+                    collect_routes=[n for n, r in scheduler.routes.items() if r.collect],
+                    init_route=self._inp.pipeline.init_message.route
+                    if self._inp.pipeline.init_message
+                    else None,
+                    page_sizes={n: scheduler.page_size(n) for n in scheduler.routes},
+                ),
+                result_type=ResumePlan,
+                start_to_close_timeout=timedelta(minutes=60),
+                heartbeat_timeout=timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=5,
+                    maximum_interval=timedelta(seconds=10),
+                    non_retryable_error_types=["ResumeSourceIncomplete"],
+                ),
+                summary=f"resume {resume.source_execution_id}",
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise asyncio.CancelledError from err
+            self._failure = f"resume failed: {_describe(err)}"
+            return
+        for name, ref in plan.queues.items():
+            scheduler.enqueue(name, QueueEntry(spill=ref))
+        for name, count in plan.collect.items():
+            scheduler.expect_collect(name, count)
 
     async def _spill_inline_queues(self) -> None:
         """Before continuing as new, move big inline queues to storage so the new run's input stays small."""

@@ -52,21 +52,52 @@ class Scheduler:
             self.progress = {p.route: p for p in carried.routes}
             self.queues = {n: deque(carried.queues.get(n, [])) for n in self.routes}
             self.collect_pending = dict(carried.collect_pending)
+            self.singles = {n: deque(carried.singles.get(n, [])) for n in self.routes}
         else:
             self.progress = {r.name: RouteProgress(route=r.name, position=i) for i, r in enumerate(routes)}
             self.queues = {n: deque() for n in self.routes}
             self.collect_pending: dict[str, int] = {}
+            self.singles: dict[str, deque[MessageBatch]] = {n: deque() for n in self.routes}
         self.in_flight = 0
 
     # -- what is left ---------------------------------------------------------------------------
     def has_work(self) -> bool:
-        """Messages wait in a queue, or a collect route still has to run."""
-        return any(self.queues[n] for n in self.routes) or any(self.collect_pending.values())
+        """Messages wait in a queue, or a collect route still has to run (one downstream of a
+        failed route never does: it would summarise incomplete data)."""
+        return any(self.queues[n] or self.singles[n] for n in self.routes) or any(
+            n for n, count in self.collect_pending.items() if count and not self.blocked(n)
+        )
 
     def idle(self, name: str) -> bool:
         return (
-            not self.queues[name] and not self.progress[name].in_flight and not self.collect_pending.get(name)
+            not self.queues[name]
+            and not self.singles[name]
+            and not self.progress[name].in_flight
+            and not self.collect_pending.get(name)
         )
+
+    def blocked(self, name: str) -> bool:
+        """A route upstream of `name` failed."""
+        return any(self.progress[a].status == "failed" for a in self._ancestors[name])
+
+    def finished(self, name: str) -> bool:
+        """The route handled every message it got and can get no more: nothing queued or in
+        flight, and every route upstream finished too."""
+        return all(self._handled(n) for n in (name, *self._ancestors[name]))
+
+    def _handled(self, name: str) -> bool:
+        if not self.idle(name):
+            return False
+        prog = self.progress[name]
+        if self.routes[name].collect:
+            return prog.messages_processed > 0 or prog.messages_in == 0
+        return prog.messages_processed + prog.messages_failed >= prog.messages_in
+
+    def _promote(self) -> None:
+        """Routes that finished show `completed` while the rest of the execution runs on."""
+        for name, prog in self.progress.items():
+            if prog.status == "running" and self.finished(name):
+                prog.status = "completed"
 
     # -- messages in ----------------------------------------------------------------------------
     def enqueue(self, name: str, entry: QueueEntry) -> None:
@@ -107,11 +138,12 @@ class Scheduler:
                     and not prog.in_flight
                     and self.in_flight < self.max_in_flight
                     and all(self.idle(a) for a in self._ancestors[name])
+                    and not self.blocked(name)
                 ):
                     started.append((name, self._start(name, self._collect_batch(name), now)))
                 continue
             while (
-                self.queues[name]
+                (self.queues[name] or self.singles[name])
                 and prog.in_flight < route.concurrency
                 and self.in_flight < self.max_in_flight
             ):
@@ -125,7 +157,8 @@ class Scheduler:
         prog = self.progress[name]
         if prog.started_at is None:
             prog.started_at = now
-        prog.status = "running"
+        if prog.status != "failed":  # a failed route keeps its status while the rest of its work runs
+            prog.status = "running"
         prog.in_flight += 1
         self.in_flight += 1
         return batch
@@ -144,6 +177,9 @@ class Scheduler:
 
     def _take(self, name: str) -> MessageBatch | None:
         """Up to `batch_size` messages off the head of a queue; a batch never spans spill pages."""
+        if self.singles[name]:
+            self.progress[name].queued -= 1
+            return self.singles[name].popleft()
         queue = self.queues[name]
         limit = self.routes[name].batch_size
         head = queue[0]
@@ -191,15 +227,35 @@ class Scheduler:
             elif output.messages:
                 self.enqueue(output.route, QueueEntry(messages=output.messages))
         self._finished(name)
+        self._promote()
 
-    def batch_failed(self, name: str, error: str, retries: int, worker_losses: int = 0) -> None:
-        """The route failed for good (its retries spent, or a non-retryable error)."""
+    def batch_failed(
+        self,
+        name: str,
+        error: str,
+        retries: int,
+        worker_losses: int = 0,
+        *,
+        batch: MessageBatch | None = None,
+        isolate: bool = False,
+    ) -> bool:
+        """A batch failed for good (its retries spent, or a non-retryable error). With `isolate`, a
+        batch of several messages is split into one-message batches that run again, so only the
+        messages that really fail are lost (what AWS Lambda calls bisecting a batch); returns
+        True then. Otherwise the route is `failed` and the batch's messages count as failed."""
         prog = self.progress[name]
-        prog.status = "failed"
-        prog.error = error
         prog.retries += retries
         prog.worker_losses += worker_losses
         self._finished(name)
+        if isolate and batch is not None and batch.size > 1:
+            singles = _split(batch)
+            self.singles[name].extend(singles)
+            prog.queued += len(singles)
+            return True
+        prog.status = "failed"
+        prog.error = prog.error or error
+        prog.messages_failed += batch.size if batch is not None else 0
+        return False
 
     def batch_cancelled(self, name: str) -> None:
         self._finished(name)
@@ -210,15 +266,17 @@ class Scheduler:
 
     # -- the end --------------------------------------------------------------------------------
     def settle(self, outcome: Outcome, now: datetime) -> None:
-        """Give every route its final status: after a completed execution, routes that never ran
-        are `skipped`; after a failed or cancelled one, unfinished routes are `cancelled`."""
-        for prog in self.progress.values():
+        """Give every route its final status: routes that handled everything they got are
+        `completed`; after a completed execution, routes that never ran are `skipped`; after a
+        failed or cancelled one, unfinished routes are `cancelled`."""
+        finished = {name for name in self.progress if self.finished(name)}
+        for name, prog in self.progress.items():
             if prog.status == "failed":
                 continue
             if prog.status == "pending":
                 prog.status = "skipped" if outcome == "completed" else "cancelled"
             elif prog.status == "running":
-                prog.status = "completed" if outcome == "completed" else "cancelled"
+                prog.status = "completed" if outcome == "completed" or name in finished else "cancelled"
             prog.queued = 0
             prog.in_flight = 0
             if prog.started_at is not None and prog.completed_at is None:
@@ -241,3 +299,21 @@ class Scheduler:
 
     def carried_queues(self) -> dict[str, list[QueueEntry]]:
         return {n: list(q) for n, q in self.queues.items() if q}
+
+    def carried_singles(self) -> dict[str, list[MessageBatch]]:
+        return {n: list(q) for n, q in self.singles.items() if q}
+
+    def expect_collect(self, name: str, count: int) -> None:
+        """A collect route owes a run for `count` messages gathered before (a resume)."""
+        if name in self.routes and self.routes[name].collect and count > 0:
+            self.collect_pending[name] = self.collect_pending.get(name, 0) + count
+            self.progress[name].messages_in += count
+
+
+def _split(batch: MessageBatch) -> list[MessageBatch]:
+    if batch.messages is not None:
+        return [MessageBatch(messages=[m]) for m in batch.messages]
+    return [
+        MessageBatch(spill=batch.spill, page=batch.page, start=batch.start + i, count=1)
+        for i in range(batch.count)
+    ]

@@ -1,7 +1,7 @@
 """One router per resource, aggregated once here (the full-stack-fastapi-template pattern).
 
-The versioned REST API lives under `API_PREFIX`; liveness probes and the seed-002 WebSocket keep
-their own paths (the WebSocket authenticates in its handshake; only `/health` is open). Routers never import each other: shared pieces live in `sluice.api.deps`,
+The versioned REST API lives under `API_PREFIX`; liveness probes, seed 002's run API and its
+WebSocket keep their own paths (the WebSocket authenticates in its handshake; only `/health` is open). Routers never import each other: shared pieces live in `sluice.api.deps`,
 `schemas`, `logs` and `body`.
 """
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 
 from sluice.api.auth import require
 from sluice.api.responses import AUTH, UNPROCESSABLE
-from sluice.api.routes import configs, executions, health, replay, runs, tokens, ws
+from sluice.api.routes import configs, executions, health, pipeline_runs, replay, runs, tokens, ws
 from sluice.auth.roles import Role
 
 API_PREFIX = "/api/v1"
@@ -22,7 +22,13 @@ api_router = APIRouter(
 for _module in (configs, executions, replay, runs, tokens):
     api_router.include_router(_module.router)
 
+# Seed 002's run API keeps its own paths (/api/pipelines, /api/runs) under the same rules.
+seed_002_router = APIRouter(dependencies=[Depends(require(Role.viewer))], responses={**AUTH, **UNPROCESSABLE})
+seed_002_router.include_router(pipeline_runs.pipelines)
+seed_002_router.include_router(pipeline_runs.runs)
+
 router = APIRouter()
 router.include_router(health.router)
 router.include_router(api_router)
+router.include_router(seed_002_router)
 router.include_router(ws.router)

@@ -26,6 +26,7 @@ from sluice.api.schemas import (
     ExecutionResponse,
     ValidationReport,
 )
+from sluice.errors import InvalidArgumentError
 
 router = APIRouter(prefix="/configs", tags=["configs"])
 
@@ -138,18 +139,23 @@ async def run_config(
 
     Creates the execution record, starts its workflow (routes) on Temporal and publishes the
     init_message unless `skip_init_message`. The body is the `init_payload_overrides` object,
-    merged (top-level keys) into the YAML's init payload; `{"init_payload_overrides": {...}}` is
-    accepted too.
+    merged (top-level keys) into the YAML's init payload, or `{"init_payload_overrides": {...},
+    "params": {...}}` (either key optional): `params` override the pipeline's params for this run
+    and fill `${param.NAME}` in the init payload.
     """
-    overrides = init_payload_overrides
-    if overrides is not None and set(overrides) == {"init_payload_overrides"}:
-        inner = overrides["init_payload_overrides"]
-        overrides = inner if isinstance(inner, dict) else None
+    overrides, params = init_payload_overrides, None
+    if overrides is not None and overrides and set(overrides) <= {"init_payload_overrides", "params"}:
+        inner = overrides.get("init_payload_overrides")
+        params = overrides.get("params")
+        if inner is not None and not isinstance(inner, dict):
+            raise InvalidArgumentError("init_payload_overrides must be a JSON object")
+        overrides = inner
     record = await services.executions.run_config(
         str(config_id),
         tag=tag,
         skip_init_message=skip_init_message,
         init_payload_overrides=overrides,
+        params=params,
         triggered_by=principal.name,
         execution_id=await reserved_execution(request, services, principal, idempotency_key),
     )

@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from sluice.api.auth import Operator, Viewer
-from sluice.api.deps import ServicesDep
+from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.logs import export_logs, log_stream, wants_sse
-from sluice.api.responses import CONFLICT, LOG_EXPORT, NOT_FOUND, UNAVAILABLE
+from sluice.api.responses import CONFLICT, IDEMPOTENT, INVALID_CONFIG, LOG_EXPORT, NOT_FOUND, UNAVAILABLE
 from sluice.api.schemas import (
     MAX_ID,
     MAX_INT,
@@ -21,6 +21,7 @@ from sluice.api.schemas import (
     ExecutionLogsResponse,
     ExecutionRef,
     ExecutionResponse,
+    ExecutionResumeRequest,
     ExecutionRoutesResponse,
     ExecutionStatus,
     LogEntryResponse,
@@ -127,13 +128,48 @@ async def get_execution_routes(
     },
 )
 async def cancel_execution(
-    execution_id: ExecutionRef, services: ServicesDep, response: Response, _: Operator
+    execution_id: ExecutionRef,
+    services: ServicesDep,
+    response: Response,
+    _: Operator,
+    mode: Annotated[
+        Literal["immediate", "graceful"],
+        Query(description="`immediate`: in-flight handlers are cancelled; `graceful`: they finish"),
+    ] = "immediate",
 ) -> ExecutionResponse:
-    """Cancel a running execution. In-flight handlers are cancelled through Sluice's heartbeats;
-    200 once stopped, 202 if still stopping after SLUICE_CANCEL_WAIT."""
-    record, finished = await services.executions.cancel(execution_id)
+    """Cancel a running execution. Immediate (the default): in-flight handlers are cancelled through
+    Sluice's heartbeats. Graceful: in-flight batches finish and their outputs are stored, nothing
+    new starts. 200 once stopped, 202 if still stopping after SLUICE_CANCEL_WAIT."""
+    record, finished = await services.executions.cancel(execution_id, graceful=mode == "graceful")
     if not finished:
         response.status_code = status.HTTP_202_ACCEPTED
+    return ExecutionResponse.of(record, services.settings)
+
+
+@router.post(
+    "/{execution_id}/resume",
+    response_model=ExecutionResponse,
+    responses={**NOT_FOUND, **CONFLICT, **INVALID_CONFIG, **UNAVAILABLE, **IDEMPOTENT},
+)
+async def resume_execution(
+    execution_id: ExecutionRef,
+    request: Request,
+    services: ServicesDep,
+    principal: Operator,
+    body: Annotated[ExecutionResumeRequest | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> ExecutionResponse:
+    """Start a new execution (`parent_execution_id` = this one, trigger `resume`) that does only
+    what this failed, cancelled or interrupted execution left undone: routes that completed are
+    `skipped` and their stored objects carried over; messages already handled are not handled
+    again. Params carry over. 409 (with `status`) for a running or completed execution."""
+    record = await services.executions.resume(
+        execution_id,
+        config=body.config if body else "snapshot",
+        tag=body.tag if body else None,
+        triggered_by=principal.name,
+        execution_id=await reserved_execution(request, services, principal, idempotency_key),
+    )
     return ExecutionResponse.of(record, services.settings)
 
 

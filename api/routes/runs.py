@@ -126,7 +126,11 @@ async def create_run(
             body["namespace"], body["layer"], body["pipeline"]
         )
         record = await services.executions.run_config(
-            config.id, trigger=trigger, triggered_by=principal.name, execution_id=execution_id
+            config.id,
+            trigger=trigger,
+            triggered_by=principal.name,
+            execution_id=execution_id,
+            params=body.get("params"),
         )
     return JSONResponse(status_code=202, content={"run_id": record.id, "status": "pending"})
 

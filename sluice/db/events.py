@@ -15,6 +15,7 @@ from sluice.db.models import ExecutionLogRecord
 EXECUTION_STARTED = "execution.started"
 EXECUTION_CANCEL_REQUESTED = "execution.cancel_requested"
 REPLAY_PUBLISHED = "replay.published"
+RESUME_PREPARED = "resume.prepared"
 ROUTE_FINISHED = "route.finished"
 EXECUTION_FINISHED = "execution.finished"
 

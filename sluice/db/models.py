@@ -76,6 +76,16 @@ class ExecutionRecord(SQLModel, table=True):
     task_queue: str = Field(max_length=200)
     init_payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     replay: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    params: dict[str, Any] | None = Field(
+        default=None,
+        sa_type=sa.JSON,
+        description="Run params given when it was started (override the config's)",
+    )
+    resume: dict[str, Any] | None = Field(
+        default=None,
+        sa_type=sa.JSON,
+        description="For resumed runs: what was carried over and what ran again",
+    )
     error: str | None = Field(default=None, sa_type=sa.Text)
     messages_processed: int = 0
     objects_written: int = 0
@@ -100,6 +110,7 @@ class RouteRunRecord(SQLModel, table=True):
     messages_out: int = 0
     objects_written: int = 0
     rows_written: int | None = None
+    messages_failed: int = 0
     retries: int = 0
     worker_losses: int = 0
     error: str | None = Field(default=None, sa_type=sa.Text)
@@ -146,6 +157,12 @@ class LineageRecord(SQLModel, table=True):
     object_key: str | None = Field(default=None, sa_type=sa.Text)
     replay_batch_id: str | None = Field(default=None, max_length=36)
     created_at: datetime = _ts(default_factory=utcnow)
+    payload: dict[str, Any] | None = Field(
+        default=None, sa_type=sa.JSON, description="The message's payload (what a resume sends again)"
+    )
+    processed_at: datetime | None = _ts(
+        default=None, description="When its route's batch committed; NULL: never handled (resume runs it)"
+    )
 
 
 class ApiTokenRecord(SQLModel, table=True):

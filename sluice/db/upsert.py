@@ -1,4 +1,4 @@
-"""INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL alike (retried activities re-insert)."""
+"""INSERT ... ON CONFLICT for SQLite and PostgreSQL alike (retried activities re-insert)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,28 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 _CHUNK = 500
 
 
-async def insert_ignore(session: AsyncSession, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+async def insert_ignore(
+    session: AsyncSession,
+    model: type[SQLModel],
+    rows: list[dict[str, Any]],
+    *,
+    update: tuple[str, ...] = (),
+) -> None:
+    """Insert rows, skipping those whose primary key exists; with `update`, set those columns of
+    existing rows to the new values instead."""
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     module = postgresql if dialect == "postgresql" else sqlite
     table = model.__table__  # type: ignore[attr-defined]
+    keys = [c.name for c in table.primary_key.columns]
     for i in range(0, len(rows), _CHUNK):
-        stmt = module.insert(table).values(rows[i : i + _CHUNK]).on_conflict_do_nothing()
+        stmt = module.insert(table).values(rows[i : i + _CHUNK])
+        if update:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys, set_={name: stmt.excluded[name] for name in update}
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing()
         await session.exec(stmt)  # type: ignore[call-overload]
         await asyncio.sleep(0)  # big inserts must not starve the heartbeat task

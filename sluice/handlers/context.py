@@ -227,6 +227,7 @@ class RouteContext:
                 st.stage if key else None,
                 key,
                 meta.replay_batch_id,
+                payload,
             )
         )
 

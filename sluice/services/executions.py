@@ -44,6 +44,7 @@ from sluice.errors import (
 )
 from sluice.ids import derived_id, parse_uuid, uuid7
 from sluice.messages import Message, MessageMetadata
+from sluice.params import check_run_params, substitute
 from sluice.pipeline_config import PipelineConfig
 from sluice.services.closing import close_execution
 from sluice.services.configs import ConfigService, Page, require_valid
@@ -53,11 +54,13 @@ from sluice.temporal import SA_CONFIG_ID, SA_LAYER, SA_NAMESPACE, SA_PIPELINE, S
 from sluice.workflow_io import (
     PROGRESS_QUERY,
     REPLAY_PUBLISHED_UPDATE,
+    STOP_GRACEFULLY_SIGNAL,
     WORKFLOW_NAME,
     ExecutionInput,
     ExecutionProgress,
     ReplayListing,
     ReplaySpec,
+    ResumeSpec,
     RouteProgress,
     workflow_id_for,
 )
@@ -94,6 +97,8 @@ class ExecutionFilters:
 
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
+RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
+MAX_ANCESTRY = 50
 _CLOSED = {
     WorkflowExecutionStatus.COMPLETED: ("completed", None),
     WorkflowExecutionStatus.FAILED: ("failed", "workflow failed"),
@@ -150,17 +155,23 @@ class ExecutionService:
         trigger: str = "manual",
         triggered_by: str | None = None,
         execution_id: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> ExecutionRecord:
         """Start the config's latest version. `execution_id` comes from an Idempotency-Key
-        reservation: a retry then finds (or finishes starting) the same execution."""
+        reservation: a retry then finds (or finishes starting) the same execution. `params`
+        override the config's params for this run and fill `${param.NAME}` in the init payload."""
         record = await self.configs.get(config_id)
         pipeline, _ = require_valid(record.yaml)
+        params = check_run_params(params)
         idempotent = execution_id is not None
         execution_id = execution_id or str(uuid7())
         init_message = None
         if not skip_init_message and pipeline.init_message is not None:
             init_message = Message(
-                payload={**pipeline.init_message.payload, **(init_payload_overrides or {})},
+                payload=substitute(
+                    {**pipeline.init_message.payload, **(init_payload_overrides or {})},
+                    {**pipeline.params, **params},
+                ),
                 metadata=MessageMetadata(
                     execution_id=execution_id, correlation_id=derived_id(execution_id, "init")
                 ),
@@ -176,6 +187,7 @@ class ExecutionService:
             trigger=trigger,
             triggered_by=triggered_by,
             idempotent=idempotent,
+            params=params,
         )
         return started.record
 
@@ -196,6 +208,8 @@ class ExecutionService:
         read_executions: list[str] | None = None,
         idempotent: bool = False,
         wait_for_publish: bool = True,
+        params: dict[str, Any] | None = None,
+        resume: ResumeSpec | None = None,
     ) -> StartedExecution:
         tag = validate_tag(tag)
         client = await self.gateway.client()
@@ -230,6 +244,10 @@ class ExecutionService:
             workflow_id=workflow_id_for(execution_id),
             task_queue=self.settings.task_queue,
             init_payload=init_message.payload if init_message else None,
+            params=params or None,
+            resume=(
+                {"from_execution_id": resume.source_execution_id, "config": resume.config} if resume else None
+            ),
         )
         if existing is None:
             await self._insert(record)
@@ -245,7 +263,10 @@ class ExecutionService:
             search.append(SearchAttributePair(SA_TAG, tag))
         workflow_input = ExecutionInput(
             execution_id=execution_id,
-            pipeline=pipeline,
+            # The run's params override the config's: handlers see them in ctx.params.
+            pipeline=pipeline.model_copy(update={"params": {**pipeline.params, **params}})
+            if params
+            else pipeline,
             config_hash=record.config_hash,
             init_message=init_message,
             init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
@@ -255,6 +276,7 @@ class ExecutionService:
             activities_per_run=self.settings.activities_per_run,
             read_executions=read_executions or [],
             worker_loss_budget=self.settings.worker_loss_budget,
+            resume=resume,
         )
         # An idempotent retry joins the workflow its first attempt started, and never starts a
         # second run of a workflow that already finished.
@@ -542,18 +564,91 @@ class ExecutionService:
             )
             return Page(items=list(rows.all()), total=int(total), limit=limit, offset=offset)
 
+    # -- resume ------------------------------------------------------------------------------
+    async def resume(
+        self,
+        id_or_tag: str,
+        *,
+        config: str = "snapshot",
+        tag: str | None = None,
+        triggered_by: str | None = None,
+        execution_id: str | None = None,
+    ) -> ExecutionRecord:
+        """Start a new execution that does only what `id_or_tag` left undone: its stored outputs
+        are carried over, the messages no route handled are sent again (see activities/resume.py).
+        `config`: the source's snapshot, or the config's `latest` version (the fixed handler)."""
+        if config not in ("snapshot", "latest"):
+            raise InvalidArgumentError("config must be 'snapshot' or 'latest'", error_code="INVALID_ARGUMENT")
+        source = await self.get(id_or_tag)
+        if source.status not in RESUMABLE:
+            raise FailedPreconditionError(
+                f"execution {source.id} is {source.status}: only failed, cancelled or interrupted "
+                "executions can be resumed",
+                error_code="EXECUTION_NOT_RESUMABLE",
+                extra={"status": source.status},
+            )
+        if source.replay is not None and "objects_published" not in source.replay:
+            raise FailedPreconditionError(
+                f"execution {source.id} is a replay that never finished publishing; replay it again instead",
+                error_code="EXECUTION_NOT_RESUMABLE",
+                extra={"status": source.status},
+            )
+        if config == "latest":
+            current = await self.configs.get(source.config_id)
+            pipeline, _ = require_valid(current.yaml)
+            version, yaml_text = current.version, current.yaml
+        else:
+            pipeline = PipelineConfig.from_snapshot(source.config_yaml)
+            version, yaml_text = source.config_version, source.config_yaml
+        idempotent = execution_id is not None
+        started = await self.start(
+            execution_id=execution_id or str(uuid7()),
+            config_id=source.config_id,
+            config_version=version,
+            yaml_text=yaml_text,
+            pipeline=pipeline,
+            init_message=None,
+            tag=tag,
+            trigger="resume",
+            triggered_by=triggered_by,
+            parent_execution_id=source.id,
+            read_executions=await self._ancestry(source),
+            idempotent=idempotent,
+            params=source.params,
+            resume=ResumeSpec(source_execution_id=source.id, config=config),  # type: ignore[arg-type]
+        )
+        return started.record
+
+    async def _ancestry(self, record: ExecutionRecord) -> list[str]:
+        """The execution and those it replayed or resumed, whose objects its handlers may read."""
+        chain = [record.id]
+        parent = record.parent_execution_id
+        async with self.sessions() as session:
+            while parent and parent not in chain and len(chain) < MAX_ANCESTRY:
+                chain.append(parent)
+                row = await session.get(ExecutionRecord, parent)
+                parent = row.parent_execution_id if row else None
+        return chain
+
     # -- cancel ------------------------------------------------------------------------------
-    async def cancel(self, id_or_tag: str) -> tuple[ExecutionRecord, bool]:
-        """Request cancellation and wait (bounded) for it; returns (record, finished)."""
+    async def cancel(self, id_or_tag: str, *, graceful: bool = False) -> tuple[ExecutionRecord, bool]:
+        """Request cancellation and wait (bounded) for it; returns (record, finished).
+
+        Immediate (the default) cancels in-flight batches through their heartbeats; `graceful`
+        lets them finish (their outputs are stored) and starts nothing new."""
         record = await self.get(id_or_tag)
         if record.status in TERMINAL:
             raise FailedPreconditionError(
-                f"execution {record.id} is already {record.status}", error_code="EXECUTION_TERMINAL"
+                f"execution {record.id} is already {record.status}",
+                error_code="EXECUTION_TERMINAL",
+                extra={"status": record.status},
             )
         client = await self.gateway.client()
         handle = client.get_workflow_handle(record.workflow_id)
         try:
-            await handle.cancel()
+            if graceful:
+                await handle.signal(STOP_GRACEFULLY_SIGNAL)
+            await handle.cancel(reason="graceful cancel requested" if graceful else "cancel requested")
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return await self.reconcile(record), True
@@ -561,7 +656,14 @@ class ExecutionService:
             raise UnavailableError(f"could not cancel on Temporal: {exc.message}") from exc
         async with self.sessions() as session:
             session.add(
-                lifecycle(record.id, EXECUTION_CANCEL_REQUESTED, "cancellation requested", level="warn")
+                lifecycle(
+                    record.id,
+                    EXECUTION_CANCEL_REQUESTED,
+                    "cancellation requested"
+                    + (": in-flight batches finish, nothing new starts" if graceful else ""),
+                    level="warn",
+                    data={"mode": "graceful" if graceful else "immediate"},
+                )
             )
             await session.commit()
         try:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from pydantic_core import to_jsonable_python
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from sluice.clock import utcnow
 from sluice.db.models import LineageRecord
 from sluice.db.upsert import insert_ignore
+from sluice.messages import Message
 
 MAX_ANCESTRY = 1000
 
@@ -30,18 +34,59 @@ class Emission:
     stage: str | None
     object_key: str | None
     replay_batch_id: str | None
+    payload: dict[str, Any] | None = None
 
 
 async def record_lineage(
-    sessions: async_sessionmaker[AsyncSession], execution_id: str, emissions: Sequence[Emission]
+    sessions: async_sessionmaker[AsyncSession],
+    execution_id: str,
+    emissions: Sequence[Emission],
+    *,
+    route: str | None = None,
+    processed: Sequence[Message] = (),
 ) -> None:
-    """Insert-or-ignore by correlation id: a retried batch re-derives the same ids, so no duplicates."""
-    if not emissions:
+    """Insert-or-ignore by correlation id: a retried batch re-derives the same ids, so no duplicates.
+
+    `processed` are the messages `route` just handled: they are marked in the same transaction as
+    what they produced, so a message is either handled with all its outputs recorded or not at all
+    (what a resume relies on)."""
+    if not emissions and not processed:
         return
-    rows = [{"execution_id": execution_id, **asdict(e)} for e in emissions]
+    now = utcnow()
+    rows = [
+        {
+            **asdict(e),
+            "execution_id": execution_id,
+            "created_at": now,
+            "payload": to_jsonable_python(e.payload),
+        }
+        for e in emissions
+    ]
+    done = [
+        {
+            "correlation_id": m.metadata.correlation_id,
+            "execution_id": execution_id,
+            "parent_correlation_id": m.metadata.parent_correlation_id,
+            "route": route,
+            "source_route": m.metadata.source_route,
+            "stage": _stage_of(m),
+            "object_key": m.object_key,
+            "replay_batch_id": m.metadata.replay_batch_id,
+            "payload": to_jsonable_python(m.payload),
+            "created_at": now,
+            "processed_at": now,
+        }
+        for m in processed
+    ]
     async with sessions() as session:
         await insert_ignore(session, LineageRecord, rows)
+        await insert_ignore(session, LineageRecord, done, update=("processed_at",))
         await session.commit()
+
+
+def _stage_of(message: Message) -> str | None:
+    stage = message.payload.get("stage")
+    return stage[:255] if message.object_key and isinstance(stage, str) else None
 
 
 @dataclass

@@ -48,6 +48,10 @@ class ObjectStorage(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
 
+    async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
+        """Copy one object (backends override this with a server-side or file-level copy)."""
+        await self.put(target, await self.get(source), content_type)
+
     @abc.abstractmethod
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Yield every key under prefix, sorted, page by page: never the whole listing in memory."""

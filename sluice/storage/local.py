@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator
@@ -48,6 +49,26 @@ class LocalStorage(ObjectStorage):
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
+        src, dst = self._path(source), self._path(target)
+        try:
+            await asyncio.to_thread(self._copy_sync, src, dst)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(source) from None
+        except OSError as exc:
+            raise StorageError(f"cannot copy {source!r} to {target!r}: {exc.strerror or exc}") from exc
+
+    def _copy_sync(self, src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=self._writer)
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -107,6 +107,19 @@ class S3Storage(ObjectStorage):
         except (ClientError, BotoCoreError) as exc:
             self._fail("put", full, exc)
 
+    async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
+        """Server-side copy: the bytes never pass through the worker."""
+        src, dst = self._full_key(source), self._full_key(target)
+        s3 = await self._s3()
+        try:
+            await s3.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                raise ObjectNotFoundError(source) from None
+            self._fail("copy", src, exc)
+        except BotoCoreError as exc:
+            self._fail("copy", src, exc)
+
     async def get(self, key: str) -> bytes:
         full = self._full_key(key)
         s3 = await self._s3()
