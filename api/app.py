@@ -26,6 +26,7 @@ from sluice.auth.tokens import TokenService
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.migrate import upgrade
 from sluice.handlers.registry import configure_handlers
+from sluice.services.backfills import BackfillService
 from sluice.services.configs import ConfigService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
@@ -71,6 +72,7 @@ def create_app(
             hub=hub,
             tokens=TokenService(sessions),
             idempotency=IdempotencyService(sessions, timedelta(seconds=settings.seconds("idempotency_ttl"))),
+            backfills=BackfillService(sessions, gateway, settings, config_service),
             oidc=OidcVerifier(settings) if settings.auth == "oidc" else None,
         )
         app.state.services = services

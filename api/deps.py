@@ -12,6 +12,7 @@ from fastapi import Depends, Header, Request
 from sluice.auth.oidc import OidcVerifier
 from sluice.auth.roles import Principal
 from sluice.auth.tokens import TokenService
+from sluice.services.backfills import BackfillService
 from sluice.services.configs import ConfigService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
@@ -21,6 +22,8 @@ from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
 from sluice.settings import Settings
 from sluice.storage import ObjectStorage
+
+API_PREFIX = "/api/v1"  # the versioned REST API; seed 002's run API keeps its own /api paths
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Services:
     hub: EventHub
     tokens: TokenService
     idempotency: IdempotencyService
+    backfills: BackfillService
     oidc: OidcVerifier | None = None
 
 

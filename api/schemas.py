@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sluice.auth.roles import Role
 from sluice.clock import UtcDatetime
 from sluice.db.models import ExecutionRecord, LineageRecord
+from sluice.services.backfills import BackfillView
 from sluice.settings import Settings
 from sluice.validation import ValidationReport
 from sluice.workflow_io import RouteProgress
@@ -503,3 +504,77 @@ class PipelineRunLogEntry(BaseModel):
     level: PipelineRunLevel
     message: str
     timestamp: UtcDatetime
+
+
+class BackfillRequest(BaseModel):
+    """Run a pipeline once per date of a range (seed 002); each run gets `params.date`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_date: Any = Field(description="First date, YYYY-MM-DD")
+    end_date: Any = Field(description="Last date (inclusive), YYYY-MM-DD")
+    max_parallel: int = Field(default=1, ge=1, le=50, description="Runs in flight at once")
+    only_missing: bool = Field(default=True, description="Skip dates that already have a successful run")
+
+
+class BackfillDate(BaseModel):
+    date: str
+    run_id: str
+    status: Literal["pending", "running", "success", "failed", "cancelled", "skipped"]
+    note: str | None = None
+
+
+class BackfillResponse(BaseModel):
+    id: str
+    pipeline_id: str
+    pipeline: str
+    start_date: str
+    end_date: str
+    max_parallel: int
+    only_missing: bool
+    status: Literal["running", "completed", "failed", "cancelled", "interrupted"]
+    error: str | None = None
+    created_at: UtcDatetime
+    created_by: str | None = None
+    completed_at: UtcDatetime | None = None
+    counts: dict[str, int] = Field(description="Dates per status")
+    dates: list[BackfillDate]
+
+    @classmethod
+    def of(cls, view: BackfillView) -> BackfillResponse:
+        record = view.record
+        dates = []
+        for run in view.runs:
+            execution = view.executions.get(run.execution_id)
+            if execution is not None:
+                status: str = run_status(execution.status)
+            elif run.state in ("skipped", "failed"):
+                status = run.state
+            else:
+                status = "pending" if record.status == "running" else "cancelled"
+            dates.append(
+                BackfillDate(date=run.run_date, run_id=run.execution_id, status=status, note=run.note)
+            )  # type: ignore[arg-type]
+        counts: dict[str, int] = {}
+        for d in dates:
+            counts[d.status] = counts.get(d.status, 0) + 1
+        return cls(
+            id=record.id,
+            pipeline_id=record.config_id,
+            counts=counts,
+            dates=dates,
+            **record.model_dump(
+                include={
+                    "pipeline",
+                    "start_date",
+                    "end_date",
+                    "max_parallel",
+                    "only_missing",
+                    "status",
+                    "error",
+                    "created_at",
+                    "created_by",
+                    "completed_at",
+                }
+            ),
+        )

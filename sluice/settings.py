@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default=2000, ge=10, description="Activities before an execution continues as new"
     )
     cancel_wait: str = Field(default="15s", description="How long a cancel request waits for the run to stop")
+    backfill_max_days: int = Field(
+        default=366,
+        ge=1,
+        le=100_000,
+        description="Most dates one backfill may cover (raise it for longer ranges)",
+    )
     worker_max_concurrent_activities: int = Field(default=50, ge=1)
     handler_paths: str = Field(default="", description="Extra import paths for handler modules (os.pathsep)")
     handler_modules: str = Field(

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from sluice.clock import UtcDatetime, duration_ms
 from sluice.messages import Message
@@ -26,6 +27,10 @@ LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
 PREPARE_RESUME = "sluice.prepare_resume"
 STOP_GRACEFULLY_SIGNAL = "stop_gracefully"
 HANDLER_CHECK_WORKFLOW = "HandlerCheckWorkflow"
+BACKFILL_WORKFLOW = "BackfillWorkflow"
+BACKFILL_PROGRESS_QUERY = "backfill_progress"
+PREPARE_BACKFILL_RUN = "sluice.prepare_backfill_run"
+FINISH_BACKFILL = "sluice.finish_backfill"
 CHECK_HANDLERS = "sluice.check_handlers"
 
 RouteStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
@@ -40,6 +45,10 @@ def workflow_id_for(execution_id: str) -> str:
 
 def execution_id_of(workflow_id: str) -> str:
     return workflow_id.removeprefix(_WORKFLOW_ID_PREFIX)
+
+
+def backfill_workflow_id(backfill_id: str) -> str:
+    return f"sluice-backfill-{backfill_id}"
 
 
 class SpillRef(BaseModel):
@@ -265,6 +274,21 @@ class ExecutionInput(BaseModel):
     resume: ResumeSpec | None = None
 
 
+class ExecutionLaunch(BaseModel):
+    """How to start one execution's workflow (from the API, or as a backfill's child)."""
+
+    input: ExecutionInput
+    workflow_id: str
+    task_queue: str
+    search: dict[str, str] = Field(default_factory=dict, description="Keyword search attributes")
+    summary: str = ""
+
+    def search_attributes(self) -> TypedSearchAttributes:
+        return TypedSearchAttributes(
+            [SearchAttributePair(SearchAttributeKey.for_keyword(k), v) for k, v in self.search.items()]
+        )
+
+
 class ExecutionProgress(BaseModel):
     execution_id: str
     status: Literal["running", "completed", "failed", "cancelled"]
@@ -292,6 +316,46 @@ class ExecutionSummary(BaseModel):
     objects_written: int
     routes: list[RouteProgress]
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+BackfillDateStatus = Literal["pending", "running", "success", "failed", "cancelled", "skipped"]
+
+
+class BackfillItem(BaseModel):
+    date: str
+    execution_id: str
+
+
+class BackfillInput(BaseModel):
+    backfill_id: str
+    runs: list[BackfillItem] = Field(description="In date order")
+    max_parallel: int = 1
+
+
+class BackfillRunTask(BaseModel):
+    backfill_id: str
+    date: str
+    execution_id: str
+
+
+class PreparedRun(BaseModel):
+    """A backfill date ready to start (`launch`), or skipped because it already has a successful run."""
+
+    launch: ExecutionLaunch | None = None
+    skipped_by: str | None = None
+
+
+class BackfillProgress(BaseModel):
+    backfill_id: str
+    status: Literal["running", "completed", "failed", "cancelled"]
+    dates: dict[str, BackfillDateStatus]
+
+
+class FinishBackfill(BaseModel):
+    backfill_id: str
+    status: Literal["completed", "failed", "cancelled"]
+    completed_at: datetime
+    error: str | None = None
 
 
 class HandlerCheckInput(BaseModel):

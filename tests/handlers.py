@@ -193,3 +193,9 @@ async def counted_copy(message, ctx):
 async def show_params(message, ctx):
     """Store the message payload and the params the handler sees."""
     await ctx.emit("seen.json", {"payload": message.payload, "params": ctx.params})
+
+
+async def dated_sleep(message, ctx):
+    """Take params.sleep seconds, then store the payload and params it saw."""
+    await asyncio.sleep(float(ctx.params.get("sleep", 0)))
+    await ctx.emit("seen.json", {"payload": message.payload, "params": ctx.params})

@@ -25,6 +25,8 @@ TABLES = {
     "message_lineage",
     "api_tokens",
     "idempotency_keys",
+    "backfills",
+    "backfill_runs",
 }
 
 

@@ -301,7 +301,9 @@ async def test_lineage_answers_which_input_produced_an_output(stack: Stack) -> N
     graph = (await stack.http.get(f"/api/v1/executions/{parent['id']}/lineage")).json()
     kinds = {(n["kind"], n["route"]) for n in graph["nodes"]}
     assert ("message", "copy") in kinds and ("object", "copy") in kinds
-    assert len(graph["edges"]) == 12  # load->copy message -> copied object, per item
+    # init -> load->copy message (12), and each message -> its copied object (12)
+    assert len(graph["edges"]) == 24
+    assert [n["route"] for n in graph["nodes"] if n["source_route"] is None] == ["load"]
 
     child = (
         await replay(stack, parent["id"], replay_source="storage", from_stage="raw", to_route="copy")
@@ -313,7 +315,15 @@ async def test_lineage_answers_which_input_produced_an_output(stack: Stack) -> N
     ).json()
     keys = [n["object_key"] for n in chain["nodes"]]
     assert keys[0] == key
-    assert keys[-1] == f"{parent['id']}/raw/item-00004.txt"
-    assert chain["nodes"][-1]["execution_id"] == parent["id"] and chain["nodes"][-1]["source_route"] == "load"
+    # ... back through the parent's raw object to the parent's first input, its init message.
+    assert keys[-2] == f"{parent['id']}/raw/item-00004.txt"
+    assert chain["nodes"][-2]["execution_id"] == parent["id"] and chain["nodes"][-2]["source_route"] == "load"
+    root = chain["nodes"][-1]
+    assert (root["execution_id"], root["route"], root["source_route"], root["object_key"]) == (
+        parent["id"],
+        "load",
+        None,
+        None,
+    )
     assert len(chain["edges"]) == len(chain["nodes"]) - 1
     assert (await stack.http.get(f"/api/v1/executions/{uuid.uuid4()}/lineage")).status_code == 404

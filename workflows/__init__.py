@@ -1,8 +1,9 @@
 """Deterministic workflow code only. Export WORKFLOWS for the worker factory."""
 
+from sluice.workflows.backfill import BackfillWorkflow
 from sluice.workflows.execution import ExecutionWorkflow
 from sluice.workflows.handler_check import HandlerCheckWorkflow
 
-WORKFLOWS = [ExecutionWorkflow, HandlerCheckWorkflow]
+WORKFLOWS = [ExecutionWorkflow, HandlerCheckWorkflow, BackfillWorkflow]
 
-__all__ = ["WORKFLOWS", "ExecutionWorkflow", "HandlerCheckWorkflow"]
+__all__ = ["WORKFLOWS", "BackfillWorkflow", "ExecutionWorkflow", "HandlerCheckWorkflow"]

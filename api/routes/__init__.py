@@ -8,18 +8,27 @@ WebSocket keep their own paths (the WebSocket authenticates in its handshake; on
 from fastapi import APIRouter, Depends
 
 from sluice.api.auth import require
+from sluice.api.deps import API_PREFIX
 from sluice.api.responses import AUTH, UNPROCESSABLE
-from sluice.api.routes import configs, executions, health, pipeline_runs, replay, runs, tokens, ws
+from sluice.api.routes import (
+    backfills,
+    configs,
+    executions,
+    health,
+    pipeline_runs,
+    replay,
+    runs,
+    tokens,
+    ws,
+)
 from sluice.auth.roles import Role
-
-API_PREFIX = "/api/v1"
 
 # Every route under the prefix needs at least a viewer: an endpoint that forgets its own role
 # check is still never open.
 api_router = APIRouter(
     prefix=API_PREFIX, dependencies=[Depends(require(Role.viewer))], responses={**AUTH, **UNPROCESSABLE}
 )
-for _module in (configs, executions, replay, runs, tokens):
+for _module in (backfills, configs, executions, replay, runs, tokens):
     api_router.include_router(_module.router)
 
 # Seed 002's run API keeps its own paths (/api/pipelines, /api/runs) under the same rules.

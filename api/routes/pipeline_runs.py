@@ -15,12 +15,13 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from sluice.api.auth import Operator, Viewer
-from sluice.api.deps import IdempotencyKey, ServicesDep, reserved_execution
+from sluice.api.deps import API_PREFIX, IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.logs import export_logs
 from sluice.api.responses import CONFLICT, IDEMPOTENT, INVALID_CONFIG, LOG_EXPORT, NOT_FOUND, UNAVAILABLE
 from sluice.api.schemas import (
     MAX_INT,
     SEED_002_LEVEL,
+    BackfillRequest,
     ExecutionRef,
     ExecutionResumeRequest,
     NodeRunResponse,
@@ -121,10 +122,57 @@ async def list_pipeline_runs(
     )
 
 
+@pipelines.post(
+    "/{pipeline_id}/backfill",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=list[str],
+    responses={**NOT_FOUND, **INVALID_CONFIG, **UNAVAILABLE},
+)
+async def backfill_pipeline(
+    pipeline_id: PipelineRef,
+    body: BackfillRequest,
+    services: ServicesDep,
+    response: Response,
+    principal: Operator,
+) -> list[str]:
+    """One run per date from `start_date` to `end_date` (inclusive), each with `params.date`,
+    started in date order, `max_parallel` at a time, by a durable workflow. Answers the run ids
+    at once; `Location` names the backfill (GET it for per-date progress). With `only_missing`
+    (default) dates that already have a successful run are left out."""
+    config = await _pipeline(services, pipeline_id)
+    record, reserved = await services.backfills.create(
+        config.id,
+        start_date=body.start_date,
+        end_date=body.end_date,
+        max_parallel=body.max_parallel,
+        only_missing=body.only_missing,
+        created_by=principal.name,
+    )
+    response.headers["Location"] = f"{API_PREFIX}/backfills/{record.id}"
+    response.headers["Sluice-Backfill-Id"] = record.id
+    return [r.execution_id for r in reserved]
+
+
 @runs.get("/{run_id}", response_model=PipelineRunDetailResponse, responses={**NOT_FOUND, **UNAVAILABLE})
 async def get_run(run_id: ExecutionRef, services: ServicesDep, _: Viewer) -> PipelineRunDetailResponse:
-    """A running run whose routes have not started yet is `pending`."""
-    record, routes = await services.executions.routes(run_id)
+    """A running run whose routes have not started yet, or a backfill's run still waiting for
+    its turn, is `pending`."""
+    try:
+        record, routes = await services.executions.routes(run_id)
+    except NotFoundError:
+        waiting = await services.backfills.pending_run(run_id)
+        if waiting is None:
+            raise
+        run, backfill = waiting
+        return PipelineRunDetailResponse(
+            id=run.execution_id,
+            pipeline_id=backfill.config_id,
+            status="pending" if backfill.status == "running" else "cancelled",
+            started_at=None,
+            finished_at=None,
+            params={"date": run.run_date},
+            trigger=f"backfill:{backfill.id}",
+        )
     waiting = record.status == "running" and all(p.status == "pending" for p in routes)
     detail = PipelineRunDetailResponse.model_validate(
         {

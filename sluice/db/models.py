@@ -165,6 +165,39 @@ class LineageRecord(SQLModel, table=True):
     )
 
 
+class BackfillRecord(SQLModel, table=True):
+    """A backfill: one run per date of a range, started in date order by a BackfillWorkflow."""
+
+    __tablename__ = "backfills"
+
+    id: str = Field(primary_key=True, max_length=36)
+    config_id: str = Field(max_length=36, index=True)
+    config_version: int
+    pipeline: str = Field(max_length=128)
+    start_date: str = Field(max_length=10)
+    end_date: str = Field(max_length=10)
+    max_parallel: int = 1
+    only_missing: bool = True
+    status: str = Field(max_length=16, description="running, completed, failed, cancelled or interrupted")
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    workflow_id: str = Field(max_length=128)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    created_by: str | None = Field(default=None, max_length=255)
+    completed_at: datetime | None = _ts(default=None)
+
+
+class BackfillRunRecord(SQLModel, table=True):
+    """One date of a backfill and the run id reserved for it (the run's record exists once started)."""
+
+    __tablename__ = "backfill_runs"
+
+    backfill_id: str = Field(primary_key=True, max_length=36)
+    run_date: str = Field(primary_key=True, max_length=10)
+    execution_id: str = Field(max_length=36, unique=True)
+    state: str = Field(default="pending", max_length=16, description="pending, started, skipped or failed")
+    note: str | None = Field(default=None, sa_type=sa.Text)
+
+
 class ApiTokenRecord(SQLModel, table=True):
     """An API token: only its SHA-256 is stored; the token itself is shown once, when created."""
 

@@ -23,12 +23,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -57,6 +52,7 @@ from sluice.workflow_io import (
     STOP_GRACEFULLY_SIGNAL,
     WORKFLOW_NAME,
     ExecutionInput,
+    ExecutionLaunch,
     ExecutionProgress,
     ReplayListing,
     ReplaySpec,
@@ -124,6 +120,24 @@ def validate_tag(tag: str | None) -> str | None:
     return tag
 
 
+def first_message(
+    pipeline: PipelineConfig,
+    execution_id: str,
+    params: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+) -> Message | None:
+    """The init message of a run: the config's payload, the caller's overrides, `${param.NAME}`
+    filled from the config's params overridden by the run's (400 UNKNOWN_PARAM if missing)."""
+    if pipeline.init_message is None:
+        return None
+    return Message(
+        payload=substitute(
+            {**pipeline.init_message.payload, **(overrides or {})}, {**pipeline.params, **params}
+        ),
+        metadata=MessageMetadata(execution_id=execution_id, correlation_id=derived_id(execution_id, "init")),
+    )
+
+
 @dataclass
 class StartedExecution:
     record: ExecutionRecord
@@ -165,17 +179,11 @@ class ExecutionService:
         params = check_run_params(params)
         idempotent = execution_id is not None
         execution_id = execution_id or str(uuid7())
-        init_message = None
-        if not skip_init_message and pipeline.init_message is not None:
-            init_message = Message(
-                payload=substitute(
-                    {**pipeline.init_message.payload, **(init_payload_overrides or {})},
-                    {**pipeline.params, **params},
-                ),
-                metadata=MessageMetadata(
-                    execution_id=execution_id, correlation_id=derived_id(execution_id, "init")
-                ),
-            )
+        init_message = (
+            None
+            if skip_init_message
+            else first_message(pipeline, execution_id, params, init_payload_overrides)
+        )
         started = await self.start(
             execution_id=execution_id,
             config_id=record.id,
@@ -214,79 +222,36 @@ class ExecutionService:
         tag = validate_tag(tag)
         client = await self.gateway.client()
         existing = await self._get(execution_id) if idempotent else None
-        record = existing or ExecutionRecord(
-            id=execution_id,
+        if existing is not None and existing.replay and replay is not None:
+            replay = replay.model_copy(update={"replay_batch_id": existing.replay["replay_batch_id"]})
+        record, launch = self.plan(
+            execution_id=execution_id,
             config_id=config_id,
             config_version=config_version,
-            config_yaml=yaml_text,
-            config_hash=pipeline.config_hash(),
-            pipeline=pipeline.name,
-            namespace=pipeline.namespace,
-            layer=pipeline.layer,
-            status="running",
+            yaml_text=yaml_text,
+            pipeline=pipeline,
+            init_message=init_message,
+            tag=tag,
             trigger=trigger,
             triggered_by=triggered_by,
-            tag=tag,
             parent_execution_id=parent_execution_id,
-            replay_source=replay.replay_source if replay else None,
-            replay=(
-                {
-                    "from_execution_id": replay.source_execution_id,
-                    "from_stage": replay.from_stage,
-                    "from_path": replay.from_path,
-                    "to_route": replay.to_route,
-                    "replay_batch_id": replay.replay_batch_id,
-                    "metadata": replay.metadata,
-                }
-                if replay
-                else None
-            ),
-            workflow_id=workflow_id_for(execution_id),
-            task_queue=self.settings.task_queue,
-            init_payload=init_message.payload if init_message else None,
-            params=params or None,
-            resume=(
-                {"from_execution_id": resume.source_execution_id, "config": resume.config} if resume else None
-            ),
-        )
-        if existing is None:
-            await self._insert(record)
-        elif existing.replay and replay is not None:
-            replay = replay.model_copy(update={"replay_batch_id": existing.replay["replay_batch_id"]})
-        search = [
-            SearchAttributePair(SA_PIPELINE, pipeline.name),
-            SearchAttributePair(SA_CONFIG_ID, config_id),
-            SearchAttributePair(SA_NAMESPACE, pipeline.namespace),
-            SearchAttributePair(SA_LAYER, pipeline.layer),
-        ]
-        if tag:
-            search.append(SearchAttributePair(SA_TAG, tag))
-        workflow_input = ExecutionInput(
-            execution_id=execution_id,
-            # The run's params override the config's: handlers see them in ctx.params.
-            pipeline=pipeline.model_copy(update={"params": {**pipeline.params, **params}})
-            if params
-            else pipeline,
-            config_hash=record.config_hash,
-            init_message=init_message,
-            init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
             replay=replay,
-            heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
-            max_in_flight=self.settings.max_in_flight,
-            activities_per_run=self.settings.activities_per_run,
-            read_executions=read_executions or [],
-            worker_loss_budget=self.settings.worker_loss_budget,
+            read_executions=read_executions,
+            params=params,
             resume=resume,
         )
+        record = existing or record
+        if existing is None:
+            await self.insert(record)
+        workflow_input = launch.input
         # An idempotent retry joins the workflow its first attempt started, and never starts a
         # second run of a workflow that already finished.
         conflict = WorkflowIDConflictPolicy.USE_EXISTING if idempotent else WorkflowIDConflictPolicy.FAIL
         options: dict[str, Any] = {
-            "id": record.workflow_id,
-            "task_queue": self.settings.task_queue,
-            "search_attributes": TypedSearchAttributes(search),
-            "static_summary": f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}"
-            + (f" [{tag}]" if tag else ""),
+            "id": launch.workflow_id,
+            "task_queue": launch.task_queue,
+            "search_attributes": launch.search_attributes(),
+            "static_summary": launch.summary,
             "id_conflict_policy": conflict,
             "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
         }
@@ -329,11 +294,100 @@ class ExecutionService:
             started.record.replay = {**started.record.replay, **started.listing.counts()}
         return started
 
+    def plan(
+        self,
+        *,
+        execution_id: str,
+        config_id: str,
+        config_version: int,
+        yaml_text: str,
+        pipeline: PipelineConfig,
+        init_message: Message | None,
+        tag: str | None,
+        trigger: str,
+        triggered_by: str | None = None,
+        parent_execution_id: str | None = None,
+        replay: ReplaySpec | None = None,
+        read_executions: list[str] | None = None,
+        params: dict[str, Any] | None = None,
+        resume: ResumeSpec | None = None,
+    ) -> tuple[ExecutionRecord, ExecutionLaunch]:
+        """The record and the workflow start of a new execution, without I/O: `start` launches it
+        from the API, the backfill workflow as a child."""
+        record = ExecutionRecord(
+            id=execution_id,
+            config_id=config_id,
+            config_version=config_version,
+            config_yaml=yaml_text,
+            config_hash=pipeline.config_hash(),
+            pipeline=pipeline.name,
+            namespace=pipeline.namespace,
+            layer=pipeline.layer,
+            status="running",
+            trigger=trigger,
+            triggered_by=triggered_by,
+            tag=tag,
+            parent_execution_id=parent_execution_id,
+            replay_source=replay.replay_source if replay else None,
+            replay=(
+                {
+                    "from_execution_id": replay.source_execution_id,
+                    "from_stage": replay.from_stage,
+                    "from_path": replay.from_path,
+                    "to_route": replay.to_route,
+                    "replay_batch_id": replay.replay_batch_id,
+                    "metadata": replay.metadata,
+                }
+                if replay
+                else None
+            ),
+            workflow_id=workflow_id_for(execution_id),
+            task_queue=self.settings.task_queue,
+            init_payload=init_message.payload if init_message else None,
+            params=params or None,
+            resume=(
+                {"from_execution_id": resume.source_execution_id, "config": resume.config} if resume else None
+            ),
+        )
+        search = {
+            SA_PIPELINE.name: pipeline.name,
+            SA_CONFIG_ID.name: config_id,
+            SA_NAMESPACE.name: pipeline.namespace,
+            SA_LAYER.name: pipeline.layer,
+        }
+        if tag:
+            search[SA_TAG.name] = tag
+        workflow_input = ExecutionInput(
+            execution_id=execution_id,
+            # The run's params override the config's: handlers see them in ctx.params.
+            pipeline=pipeline.model_copy(update={"params": {**pipeline.params, **params}})
+            if params
+            else pipeline,
+            config_hash=record.config_hash,
+            init_message=init_message,
+            init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
+            replay=replay,
+            heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
+            max_in_flight=self.settings.max_in_flight,
+            activities_per_run=self.settings.activities_per_run,
+            read_executions=read_executions or [],
+            worker_loss_budget=self.settings.worker_loss_budget,
+            resume=resume,
+        )
+        launch = ExecutionLaunch(
+            input=workflow_input,
+            workflow_id=record.workflow_id,
+            task_queue=self.settings.task_queue,
+            search=search,
+            summary=f"{pipeline.namespace}.{pipeline.layer}.{pipeline.name}" + (f" [{tag}]" if tag else ""),
+        )
+        return record, launch
+
     async def _get(self, execution_id: str) -> ExecutionRecord | None:
         async with self.sessions() as session:
             return await session.get(ExecutionRecord, execution_id)
 
-    async def _insert(self, record: ExecutionRecord) -> None:
+    async def insert(self, record: ExecutionRecord) -> None:
         """Store a new execution (and its `execution.started` event); 409 if its tag is taken by a
         live execution. A tag held by a start that never reached Temporal is given back."""
         tag = record.tag
