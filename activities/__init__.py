@@ -6,7 +6,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from sluice.activities.backfill import BackfillActivities
+from sluice.activities.child_runs import ChildRunActivities
 from sluice.activities.deps import ActivityDeps
 from sluice.activities.handlers import check_handlers
 from sluice.activities.records import RecordActivities
@@ -20,15 +20,16 @@ def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:
     records = RecordActivities(deps)
     replay = ReplayActivities(deps)
     resume = ResumeActivities(deps)
-    backfill = BackfillActivities(deps)
+    children = ChildRunActivities(deps)
     return [
         routes.run_route,
         routes.spill_messages,
         records.finalize_execution,
         replay.list_replay_objects,
         resume.prepare_resume,
-        backfill.prepare_backfill_run,
-        backfill.finish_backfill,
+        children.prepare_backfill_run,
+        children.finish_backfill,
+        children.prepare_scheduled_run,
         check_handlers,
     ]
 

@@ -35,6 +35,7 @@ from sluice.services.idempotency import IdempotencyService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
+from sluice.services.schedules import ScheduleService
 from sluice.settings import Settings
 from sluice.storage import open_storage
 
@@ -73,9 +74,11 @@ def create_app(
             tokens=TokenService(sessions),
             idempotency=IdempotencyService(sessions, timedelta(seconds=settings.seconds("idempotency_ttl"))),
             backfills=BackfillService(sessions, gateway, settings, config_service),
+            schedules=ScheduleService(sessions, gateway, settings),
             oidc=OidcVerifier(settings) if settings.auth == "oidc" else None,
         )
         app.state.services = services
+        services.schedules.unsynced.update(r.id for r, _ in await services.schedules.scheduled_configs())
         sweeper = asyncio.create_task(_sweep_forever(services))
         try:
             yield
@@ -119,7 +122,8 @@ def create_app(
 
 async def _sweep_forever(services: Services) -> None:
     """Executions whose workflow died outside Sluice become `interrupted` even if nobody reads them;
-    expired Idempotency-Keys are forgotten."""
+    expired Idempotency-Keys are forgotten; config schedules that could not be written to Temporal
+    are written (all of them once after a start, e.g. on a fresh Temporal)."""
     while True:
         await asyncio.sleep(RECONCILE_EVERY)
         try:
@@ -127,5 +131,6 @@ async def _sweep_forever(services: Services) -> None:
             if changed:
                 log.info("reconciled %d execution(s) with Temporal", changed)
             await services.idempotency.purge()
+            await services.schedules.retry_unsynced()
         except Exception:
             log.exception("periodic sweep failed")

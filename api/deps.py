@@ -20,6 +20,7 @@ from sluice.services.idempotency import IdempotencyService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.replays import ReplayService
+from sluice.services.schedules import ScheduleService
 from sluice.settings import Settings
 from sluice.storage import ObjectStorage
 
@@ -40,6 +41,7 @@ class Services:
     tokens: TokenService
     idempotency: IdempotencyService
     backfills: BackfillService
+    schedules: ScheduleService
     oidc: OidcVerifier | None = None
 
 

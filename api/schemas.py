@@ -13,6 +13,7 @@ from sluice.auth.roles import Role
 from sluice.clock import UtcDatetime
 from sluice.db.models import ExecutionRecord, LineageRecord
 from sluice.services.backfills import BackfillView
+from sluice.services.schedules import ScheduleStatus
 from sluice.settings import Settings
 from sluice.validation import ValidationReport
 from sluice.workflow_io import RouteProgress
@@ -577,4 +578,32 @@ class BackfillResponse(BaseModel):
                     "completed_at",
                 }
             ),
+        )
+
+
+class SchedulerStatusEntry(BaseModel):
+    """A scheduled pipeline as Temporal sees its schedule (seed 002), with Sluice's extras."""
+
+    pipeline_id: str
+    pipeline_name: str
+    cron: str = Field(description="The cron expression, or `every <interval>`")
+    next_run: UtcDatetime | None
+    last_run: UtcDatetime | None
+    enabled: bool
+    timezone: str
+    overlap: str
+    in_temporal: bool = Field(description="False until the schedule could be written to Temporal")
+
+    @classmethod
+    def of(cls, status: ScheduleStatus) -> SchedulerStatusEntry:
+        return cls(
+            pipeline_id=status.config.id,
+            pipeline_name=status.config.name,
+            cron=status.spec.describe(),
+            next_run=status.next_run,
+            last_run=status.last_run,
+            enabled=status.enabled,
+            timezone=status.spec.timezone,
+            overlap=status.spec.overlap,
+            in_temporal=status.in_temporal,
         )

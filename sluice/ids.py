@@ -9,10 +9,11 @@ import uuid
 _SLUICE_NS = uuid.UUID("6f1c7f0e-4d2b-5a8e-9c51-5b1d3e0a7c11")
 
 
-def uuid7() -> uuid.UUID:
-    """Time-ordered UUID (RFC 9562 v7): execution ids sort by creation, which storage listings exploit."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+def uuid7(ms: int | None = None, rand: int | None = None) -> uuid.UUID:
+    """Time-ordered UUID (RFC 9562 v7): execution ids sort by creation, which storage listings exploit.
+    Workflows pass their own clock and random bits (`workflow.now()`, `workflow.random()`)."""
+    ms = time.time_ns() // 1_000_000 if ms is None else ms
+    rand = int.from_bytes(os.urandom(10), "big") if rand is None else rand
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64

@@ -62,6 +62,25 @@ class RouteConfig(_Strict):
         return [value] if isinstance(value, str) else value
 
 
+class ScheduleConfig(_Strict):
+    """When a pipeline runs by itself: a Temporal Schedule owned by the config."""
+
+    cron: str | None = Field(default=None, description="Cron expression, e.g. '0 6 * * *' or '@daily'")
+    every: Duration | None = Field(default=None, description="Fixed interval instead of cron, e.g. '30s'")
+    timezone: str = Field(default="UTC", description="IANA time zone the cron is read in")
+    catchup_window: Duration = Field(
+        default="1m", description="How late a missed run (server down) may still start"
+    )
+    overlap: Literal["skip", "buffer_one", "allow_all", "cancel_other"] = Field(
+        default="skip", description="What happens when a run is due while the previous one still runs"
+    )
+    paused: bool = False
+
+    def describe(self) -> str:
+        """The schedule in a word, as scheduled runs' `trigger` shows it (`schedule:<this>`)."""
+        return self.cron if self.cron else f"every {self.every}"
+
+
 class PipelineConfig(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     namespace: str = Field(default="default", pattern=NAME_PATTERN)
@@ -70,12 +89,19 @@ class PipelineConfig(_Strict):
     init_message: InitMessage | None = None
     routes: list[RouteConfig] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
-    schedule: str | None = None
+    schedule: str | ScheduleConfig | None = Field(
+        default=None, description="A cron string, or a mapping (cron or every, timezone, overlap, ...)"
+    )
     on_failure: Literal["continue", "stop"] = Field(
         default="continue",
         description="When a batch fails for good: `continue` runs everything not downstream of it "
         "(what a resume then skips), `stop` cancels in-flight batches and starts nothing more",
     )
+
+    def schedule_spec(self) -> ScheduleConfig | None:
+        if self.schedule is None:
+            return None
+        return ScheduleConfig(cron=self.schedule) if isinstance(self.schedule, str) else self.schedule
 
     def route(self, name: str) -> RouteConfig | None:
         return next((r for r in self.routes if r.name == name), None)

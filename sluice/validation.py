@@ -7,6 +7,7 @@ the docs test checks against.
 from __future__ import annotations
 
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError
@@ -48,6 +49,7 @@ CODES: dict[str, str] = {
     "W502": "route writes no stage",
     "W503": "pipeline has no init_message (it can only be replayed into)",
     "W504": "`collect` route has no upstream route",
+    "E701": "invalid schedule (cron, every, timezone)",
     "W601": "the init payload references a param the pipeline does not declare (every run must pass it)",
 }
 
@@ -259,6 +261,8 @@ def check_semantics(config: PipelineConfig, *, import_handlers: bool = False) ->
         except HandlerImportError as exc:
             issues.append(issue("error", exc.code, f"{base}.handler", exc.message, exc.suggestion))
 
+    issues.extend(_schedule_issues(config))
+
     if config.init_message is None:
         issues.append(
             issue(
@@ -346,6 +350,48 @@ def check_semantics(config: PipelineConfig, *, import_handlers: bool = False) ->
                 )
             )
     return issues
+
+
+CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+
+
+def _schedule_issues(config: PipelineConfig) -> list[ValidationIssue]:
+    spec = config.schedule_spec()
+    if spec is None:
+        return []
+    found: list[ValidationIssue] = []
+
+    def bad(path: str, message: str, suggestion: str) -> None:
+        found.append(issue("error", "E701", path, message, suggestion))
+
+    if (spec.cron is None) == (spec.every is None):
+        bad("schedule", "a schedule needs exactly one of `cron` and `every`", "e.g. `schedule: '0 6 * * *'`")
+    if spec.cron is not None:
+        fields = spec.cron.split()
+        if not (spec.cron.strip() in CRON_MACROS or len(fields) == 5):
+            bad(
+                "schedule" if isinstance(config.schedule, str) else "schedule.cron",
+                f"cron {spec.cron!r} must have 5 fields (minute hour day month weekday) or be a macro like @daily",
+                "e.g. '0 6 * * *' for 06:00 every day",
+            )
+    for name in ("every", "catchup_window"):
+        value = getattr(spec, name)
+        if value is None:
+            continue
+        try:
+            if parse_duration(value).total_seconds() < 1:
+                raise ValueError(f"{name} must be at least 1s")
+        except ValueError as exc:
+            bad(f"schedule.{name}", str(exc), "use a duration like '30s', '5m' or '1h'")
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        bad(
+            "schedule.timezone",
+            f"unknown time zone {spec.timezone!r}",
+            "use an IANA name like 'Europe/Paris'",
+        )
+    return found
 
 
 def _did_you_mean(name: str, names: list[str]) -> str:

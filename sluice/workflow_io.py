@@ -31,6 +31,8 @@ BACKFILL_WORKFLOW = "BackfillWorkflow"
 BACKFILL_PROGRESS_QUERY = "backfill_progress"
 PREPARE_BACKFILL_RUN = "sluice.prepare_backfill_run"
 FINISH_BACKFILL = "sluice.finish_backfill"
+SCHEDULED_RUN_WORKFLOW = "ScheduledRunWorkflow"
+PREPARE_SCHEDULED_RUN = "sluice.prepare_scheduled_run"
 CHECK_HANDLERS = "sluice.check_handlers"
 
 RouteStatus = Literal["pending", "running", "completed", "failed", "cancelled", "skipped"]
@@ -49,6 +51,19 @@ def execution_id_of(workflow_id: str) -> str:
 
 def backfill_workflow_id(backfill_id: str) -> str:
     return f"sluice-backfill-{backfill_id}"
+
+
+_SCHEDULE_ID_PREFIX = "sluice-schedule-"
+
+
+def schedule_id_for(config_id: str) -> str:
+    return f"{_SCHEDULE_ID_PREFIX}{config_id}"
+
+
+def config_id_of_schedule(schedule_id: str) -> str | None:
+    return (
+        schedule_id.removeprefix(_SCHEDULE_ID_PREFIX) if schedule_id.startswith(_SCHEDULE_ID_PREFIX) else None
+    )
 
 
 class SpillRef(BaseModel):
@@ -356,6 +371,19 @@ class FinishBackfill(BaseModel):
     status: Literal["completed", "failed", "cancelled"]
     completed_at: datetime
     error: str | None = None
+
+
+class ScheduledRunInput(BaseModel):
+    """What a config's Temporal Schedule starts each time it fires."""
+
+    config_id: str
+    trigger: str
+
+
+class ScheduledRunTask(BaseModel):
+    config_id: str
+    execution_id: str
+    trigger: str
 
 
 class HandlerCheckInput(BaseModel):

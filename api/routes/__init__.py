@@ -18,6 +18,7 @@ from sluice.api.routes import (
     pipeline_runs,
     replay,
     runs,
+    scheduler,
     tokens,
     ws,
 )
@@ -35,6 +36,7 @@ for _module in (backfills, configs, executions, replay, runs, tokens):
 seed_002_router = APIRouter(dependencies=[Depends(require(Role.viewer))], responses={**AUTH, **UNPROCESSABLE})
 seed_002_router.include_router(pipeline_runs.pipelines)
 seed_002_router.include_router(pipeline_runs.runs)
+seed_002_router.include_router(scheduler.router)
 
 router = APIRouter()
 router.include_router(health.router)

@@ -53,7 +53,9 @@ async def validate_config(request: Request, services: ServicesDep, _: Editor) ->
 )
 async def create_config(request: Request, services: ServicesDep, principal: Editor) -> ConfigResponse:
     text = await read_yaml_body(request)
-    return ConfigResponse.model_validate(await services.configs.create(text, created_by=principal.name))
+    record = await services.configs.create(text, created_by=principal.name)
+    await services.schedules.sync(record)
+    return ConfigResponse.model_validate(record)
 
 
 @router.get("", response_model=ConfigListResponse)
@@ -95,12 +97,14 @@ async def update_config(
     await services.configs.get(str(config_id))
     text = await read_yaml_body(request)
     record = await services.configs.update(str(config_id), text, updated_by=principal.name)
+    await services.schedules.sync(record)
     return ConfigResponse.model_validate(record)
 
 
 @router.delete("/{config_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete_config(config_id: UUID, services: ServicesDep, _: Editor) -> Response:
     await services.configs.delete(str(config_id))
+    await services.schedules.delete(str(config_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

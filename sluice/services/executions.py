@@ -383,6 +383,40 @@ class ExecutionService:
         )
         return record, launch
 
+    async def prepare(
+        self,
+        config_id: str,
+        *,
+        execution_id: str,
+        trigger: str,
+        config_version: int | None = None,
+        params: dict[str, Any] | None = None,
+        triggered_by: str | None = None,
+    ) -> ExecutionLaunch:
+        """Write a run's record (once: a retry finds it) and say how to start it: for runs a
+        workflow starts as its child (backfills, schedules). Latest config version unless given."""
+        if config_version is None:
+            current = await self.configs.get(config_id)
+            yaml_text, config_version = current.yaml, current.version
+        else:
+            yaml_text = (await self.configs.version(config_id, config_version)).yaml
+        pipeline, _ = require_valid(yaml_text)
+        record, launch = self.plan(
+            execution_id=execution_id,
+            config_id=config_id,
+            config_version=config_version,
+            yaml_text=yaml_text,
+            pipeline=pipeline,
+            init_message=first_message(pipeline, execution_id, params or {}),
+            tag=None,
+            trigger=trigger,
+            triggered_by=triggered_by,
+            params=params,
+        )
+        if await self._get(execution_id) is None:
+            await self.insert(record)
+        return launch
+
     async def _get(self, execution_id: str) -> ExecutionRecord | None:
         async with self.sessions() as session:
             return await session.get(ExecutionRecord, execution_id)

@@ -1,4 +1,5 @@
-"""Backfill activities: write a date's run record and hand its start to the workflow; record the end."""
+"""Activities of runs that workflows start as children (backfill dates, scheduled runs): write
+the run's record and hand its start to the workflow; record a backfill's end."""
 
 from __future__ import annotations
 
@@ -9,22 +10,25 @@ from sluice.activities.deps import ActivityDeps
 from sluice.db.models import BackfillRecord, BackfillRunRecord, ExecutionRecord
 from sluice.errors import SluiceError
 from sluice.services.backfills import BackfillService
-from sluice.services.configs import ConfigService, require_valid
-from sluice.services.executions import ExecutionService, first_message
+from sluice.services.configs import ConfigService
+from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
 from sluice.services.handler_check import HandlerChecker
 from sluice.workflow_io import (
     FINISH_BACKFILL,
     PREPARE_BACKFILL_RUN,
+    PREPARE_SCHEDULED_RUN,
     BackfillRunTask,
     FinishBackfill,
     PreparedRun,
+    ScheduledRunTask,
 )
 
 INVALID_RUN = "BackfillRunInvalid"
+INVALID_SCHEDULED_RUN = "ScheduledRunInvalid"
 
 
-class BackfillActivities:
+class ChildRunActivities:
     def __init__(self, deps: ActivityDeps):
         self.deps = deps
 
@@ -52,26 +56,17 @@ class BackfillActivities:
                 await self._mark(run, "skipped", f"run {done} already succeeded for {task.date}")
                 return PreparedRun(skipped_by=done)
         try:
-            version = await executions.configs.version(backfill.config_id, backfill.config_version)
-            pipeline, _ = require_valid(version.yaml)
-            params = {"date": task.date}
-            record, launch = executions.plan(
+            launch = await executions.prepare(
+                backfill.config_id,
                 execution_id=task.execution_id,
-                config_id=backfill.config_id,
                 config_version=backfill.config_version,
-                yaml_text=version.yaml,
-                pipeline=pipeline,
-                init_message=first_message(pipeline, task.execution_id, params),
-                tag=None,
+                params={"date": task.date},
                 trigger=f"backfill:{task.backfill_id}",
                 triggered_by=backfill.created_by,
-                params=params,
             )
         except SluiceError as exc:
             await self._mark(run, "failed", f"cannot start: {exc.detail}")
             raise ApplicationError(exc.detail, type=INVALID_RUN, non_retryable=True) from None
-        if existing is None:
-            await executions.insert(record)
         await self._mark(run, "started", None)
         return PreparedRun(launch=launch)
 
@@ -92,3 +87,14 @@ class BackfillActivities:
             record.status, record.error, record.completed_at = data.status, data.error, data.completed_at
             session.add(record)
             await session.commit()
+
+    @activity.defn(name=PREPARE_SCHEDULED_RUN)
+    async def prepare_scheduled_run(self, task: ScheduledRunTask) -> PreparedRun:
+        executions, _ = self._services()
+        try:
+            launch = await executions.prepare(
+                task.config_id, execution_id=task.execution_id, trigger=task.trigger, triggered_by="schedule"
+            )
+        except SluiceError as exc:
+            raise ApplicationError(exc.detail, type=INVALID_SCHEDULED_RUN, non_retryable=True) from None
+        return PreparedRun(launch=launch)
