@@ -276,8 +276,9 @@ async def check_run(stack: ChaosStack, execution_id: str, result: Round, timeout
                 f"{stage}: {stack.sidecars(execution_id, stage)} sidecars for {len(names)} objects"
             )
     rows = await stack.lineage_rows(execution_id)
-    if rows != 2 * MESSAGES:  # one message per object to copy, one terminal record per copy
-        result.problems.append(f"lineage has {rows} rows, expected {2 * MESSAGES}")
+    expected_rows = 1 + 2 * MESSAGES  # the init message, one message per object to copy, one record per copy
+    if rows != expected_rows:
+        result.problems.append(f"lineage has {rows} rows, expected {expected_rows}")
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         routes = {
             r["route"]: r

@@ -19,6 +19,9 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -155,6 +158,7 @@ async def make_stack(
             stack_ctx.push_async_callback(deps.close)
             for queue in worker_queues(settings):
                 await stack_ctx.enter_async_context(build_worker(temporal_env.client, settings, deps, queue))
+            await pollers_seen(temporal_env.client, worker_queues(settings))
         base_url = f"http://127.0.0.1:{port}"
         http = httpx.AsyncClient(base_url=base_url, timeout=60)
         stack_ctx.push_async_callback(http.aclose)
@@ -170,6 +174,26 @@ async def make_stack(
 @pytest.fixture
 async def stack(make_stack: StackFactory) -> Stack:
     return await make_stack()
+
+
+async def pollers_seen(client: Client, queues: list[str], timeout: float = 15.0) -> None:
+    """Wait until Temporal lists the workers' pollers: a stack is ready once its workers are seen
+    (the API's handler check asks Temporal whether anyone polls before it waits for an answer)."""
+    kinds = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    deadline = asyncio.get_running_loop().time() + timeout
+    for queue in queues:
+        for kind in kinds:
+            while True:
+                resp = await client.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+                    )
+                )
+                if resp.pollers:
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"no poller on task queue {queue!r} after {timeout}s")
+                await asyncio.sleep(0.05)
 
 
 async def workflow_runs(client: Client, workflow_id: str) -> list[str]:

@@ -157,6 +157,33 @@ async def test_resume_fails_loudly_when_stored_outputs_are_missing(stack: Stack,
     assert "missing" in resumed["error"] and f"{failed['id']}/up/item-00001.txt" in resumed["error"]
 
 
+async def test_an_interrupted_run_resumes(stack: Stack, tmp_path: Path) -> None:
+    """A workflow terminated outside Sluice reads as failed (interrupted) and resumes like one."""
+    config = await stack.create_config(
+        """
+name: slowcopy
+init_message: {route: load, payload: {count: 4}}
+params: {sleep: 0.5}
+routes:
+  - {name: load, handler: "tests.handlers:fanout", stage: raw, next: [copy]}
+  - {name: copy, handler: "tests.handlers:slow_copy", stage: copied, batch_size: 1, concurrency: 1}
+"""
+    )
+    run_id = await trigger(stack, config["id"])
+    for _ in range(200):
+        if len(stack.objects(run_id, "copied")) >= 1:
+            break
+        await asyncio.sleep(0.05)
+    await stack.temporal.get_workflow_handle(f"sluice-exec-{run_id}").terminate("operator pulled the plug")
+    run = await wait_run(stack, run_id)
+    assert run["status"] == "failed" and run["error"].startswith("interrupted")
+    resumed = await wait_run(stack, (await stack.http.post(f"/api/runs/{run_id}/resume")).json()["id"])
+    assert resumed["status"] == "success"
+    assert sorted(p.name for p in stack.objects(resumed["id"], "copied")) == [
+        f"item-{i:05d}.txt" for i in range(4)
+    ]
+
+
 async def test_graceful_cancel_lets_running_nodes_finish(stack: Stack, tmp_path: Path) -> None:
     config = await stack.create_config(
         """
@@ -335,6 +362,13 @@ SEED_CURLS = [
     ("curl http://localhost:8080/api/runs/{run_id}/logs/export", 200),
     ("curl -X POST http://localhost:8080/api/runs/{run_id}/resume", 202),
     ("curl -X POST http://localhost:8080/api/runs/{run_id}/cancel", 409),  # a finished run
+    (
+        """curl -X POST http://localhost:8080/api/pipelines/{pipeline_id}/backfill \\
+-H "Content-Type: application/json" \\
+-d '{"start_date": "2024-01-01", "end_date": "2024-01-31"}'""",
+        202,
+    ),
+    ("curl http://localhost:8080/api/scheduler/status", 200),
 ]
 
 
@@ -376,3 +410,15 @@ async def test_the_seed_curl_examples_verbatim(stack: Stack, tmp_path: Path) -> 
         if "resume" in line:
             resumed = await wait_run(stack, json.loads(body)["id"])
             assert resumed["status"] == "success" and resumed["parent_run_id"] == failed["id"]
+        if "backfill" in line:
+            ids = json.loads(body)
+            assert len(ids) == 31 - 1  # 2024-01-15 already has a successful run
+            first = (await stack.http.get(f"/api/runs/{ids[0]}")).json()
+            assert first["params"] == {"date": "2024-01-01"}
+            backfills = (await stack.http.get(f"/api/runs/{ids[-1]}")).json()
+            assert backfills["status"] == "pending" and backfills["params"] == {"date": "2024-01-31"}
+            backfill_id = backfills["trigger"].removeprefix("backfill:")
+            cancel = await stack.http.post(f"/api/v1/backfills/{backfill_id}/cancel")
+            assert cancel.status_code == 200, cancel.text
+        if "scheduler" in line:
+            assert json.loads(body) == []  # no pipeline here has a schedule

@@ -118,3 +118,90 @@ async def test_record(make_stack) -> None:
     assert cancel.status_code == 200, cancel.text
     assert cancel.json()["status"] == "cancelled"
     await _save(stack, "cancelled", slow_run["id"])
+
+
+FOUR = """
+name: four
+init_message: {route: load, payload: {count: 6}}
+params: {fail: [item-00002.txt], broken: BROKEN}
+routes:
+  - {name: load, handler: tests.handlers:fanout, stage: raw, next: [check]}
+  - {name: check, handler: tests.handlers:picky, stage: checked, batch_size: 3, next: [final], retry: {max_attempts: 1}}
+  - {name: final, handler: tests.handlers:copy, stage: final}
+"""
+
+SLOW_COPY = """
+name: slowcopy
+init_message: {route: load, payload: {count: 3}}
+params: {sleep: 1.0}
+routes:
+  - {name: load, handler: tests.handlers:fanout, stage: raw, next: [copy]}
+  - {name: copy, handler: tests.handlers:slow_copy, stage: copied, batch_size: 1, concurrency: 1}
+"""
+
+DATED = """
+name: dated
+init_message: {route: only, payload: {day: "${param.date}"}}
+schedule: {every: 2s, overlap: skip}
+routes:
+  - {name: only, handler: tests.handlers:dated_sleep, stage: out}
+"""
+
+
+async def _save_workflow(stack: Stack, name: str, workflow_id: str) -> None:
+    history = await stack.temporal.get_workflow_handle(workflow_id).fetch_history()
+    (HERE / f"{name}.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+
+
+async def test_record_seed_002(make_stack, tmp_path: Path) -> None:
+    """The scenarios behind seed 002: a failed batch split and the rest going on, a graceful
+    cancel, a resume, a backfill and a scheduled run."""
+    stack: Stack = await make_stack()
+    broken = tmp_path / "broken"
+    broken.write_text("yes")
+    four = await stack.create_config(FOUR.replace("BROKEN", str(broken)))
+    failed = (await stack.run(four["id"])).json()
+    assert (await _finished(stack, failed["id"]))["status"] == "failed"
+    await _save(stack, "isolate_then_fail", failed["id"])
+    broken.unlink()
+    resumed = (await stack.http.post(f"/api/v1/executions/{failed['id']}/resume")).json()
+    assert (await _finished(stack, resumed["id"]))["status"] == "completed"
+    await _save(stack, "resumed", resumed["id"])
+
+    slow = await stack.create_config(SLOW_COPY)
+    slow_run = (await stack.run(slow["id"])).json()
+    await asyncio.sleep(1.5)
+    cancel = await stack.http.post(f"/api/v1/executions/{slow_run['id']}/cancel", params={"mode": "graceful"})
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled", cancel.text
+    await workflow_closed(stack.temporal, f"sluice-exec-{slow_run['id']}")
+    await _save(stack, "graceful_cancel", slow_run["id"])
+
+    dated = await stack.create_config(DATED)
+    resp = await stack.http.post(
+        f"/api/pipelines/{dated['id']}/backfill", json={"start_date": "2024-01-01", "end_date": "2024-01-02"}
+    )
+    assert resp.status_code == 202, resp.text
+    backfill_id = resp.headers["Sluice-Backfill-Id"]
+    await workflow_closed(stack.temporal, f"sluice-backfill-{backfill_id}", timeout=60)
+    await _save_workflow(stack, "backfill", f"sluice-backfill-{backfill_id}")
+
+    for _ in range(100):
+        runs = (
+            await stack.http.get("/api/v1/executions", params={"config_id": dated["id"], "limit": 50})
+        ).json()
+        scheduled = [
+            e for e in runs["items"] if e["trigger"].startswith("schedule:") and e["status"] == "completed"
+        ]
+        if scheduled:
+            break
+        await asyncio.sleep(0.2)
+    await stack.http.delete(f"/api/v1/configs/{dated['id']}")
+    async for wf in stack.temporal.list_workflows(
+        "WorkflowType = 'ScheduledRunWorkflow' AND ExecutionStatus = 'Completed'"
+    ):
+        if wf.id.startswith(f"sluice-scheduled-{dated['id']}"):
+            history = await stack.temporal.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+            (HERE / "scheduled_run.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+            break
+    else:
+        raise AssertionError("no completed scheduled run to record")
