@@ -43,6 +43,11 @@ def test_the_recorded_scenarios_are_all_there() -> None:
         "detached_replay",
         "retry_then_fail",
         "cancelled",
+        "isolate_then_fail",
+        "resumed",
+        "graceful_cancel",
+        "backfill",
+        "scheduled_run",
     }
 
 

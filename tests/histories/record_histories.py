@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from tests.conftest import Stack, workflow_closed, workflow_runs
 
@@ -142,6 +143,7 @@ routes:
 DATED = """
 name: dated
 init_message: {route: only, payload: {day: "${param.date}"}}
+params: {date: today}
 schedule: {every: 2s, overlap: skip}
 routes:
   - {name: only, handler: tests.handlers:dated_sleep, stage: out}
@@ -195,13 +197,12 @@ async def test_record_seed_002(make_stack, tmp_path: Path) -> None:
         if scheduled:
             break
         await asyncio.sleep(0.2)
+    schedule = await stack.temporal.get_schedule_handle(f"sluice-schedule-{dated['id']}").describe()
     await stack.http.delete(f"/api/v1/configs/{dated['id']}")
-    async for wf in stack.temporal.list_workflows(
-        "WorkflowType = 'ScheduledRunWorkflow' AND ExecutionStatus = 'Completed'"
-    ):
-        if wf.id.startswith(f"sluice-scheduled-{dated['id']}"):
-            history = await stack.temporal.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-            (HERE / "scheduled_run.json").write_text(json.dumps(json.loads(history.to_json()), indent=1))
+    for action in schedule.info.recent_actions:
+        workflow_id = action.action.workflow_id  # type: ignore[attr-defined]
+        if await workflow_closed(stack.temporal, workflow_id) == WorkflowExecutionStatus.COMPLETED:
+            await _save_workflow(stack, "scheduled_run", workflow_id)
             break
     else:
         raise AssertionError("no completed scheduled run to record")
