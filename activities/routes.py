@@ -102,7 +102,7 @@ class RouteActivities:
             return RouteResult(
                 processed=state.processed,
                 objects_written=len(state.objects),
-                rows_written=state.rows_written,
+                rows_written=state.rows_written if state.rows_written is not None else state.counted_rows,
                 attempt=info.attempt,
                 handler_failures=ledger.handler_failures,
                 outputs=outputs,

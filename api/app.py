@@ -34,6 +34,7 @@ from sluice.services.handler_check import HandlerChecker
 from sluice.services.idempotency import IdempotencyService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
+from sluice.services.node_data import NodeDataService
 from sluice.services.replays import ReplayService
 from sluice.services.schedules import ScheduleService
 from sluice.settings import Settings
@@ -75,6 +76,7 @@ def create_app(
             idempotency=IdempotencyService(sessions, timedelta(seconds=settings.seconds("idempotency_ttl"))),
             backfills=BackfillService(sessions, gateway, settings, config_service),
             schedules=ScheduleService(sessions, gateway, settings),
+            node_data=NodeDataService(sessions, storage),
             oidc=OidcVerifier(settings) if settings.auth == "oidc" else None,
         )
         app.state.services = services

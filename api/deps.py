@@ -19,6 +19,7 @@ from sluice.services.gateway import TemporalGateway
 from sluice.services.idempotency import IdempotencyService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
+from sluice.services.node_data import NodeDataService
 from sluice.services.replays import ReplayService
 from sluice.services.schedules import ScheduleService
 from sluice.settings import Settings
@@ -42,6 +43,7 @@ class Services:
     idempotency: IdempotencyService
     backfills: BackfillService
     schedules: ScheduleService
+    node_data: NodeDataService
     oidc: OidcVerifier | None = None
 
 

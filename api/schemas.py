@@ -607,3 +607,42 @@ class SchedulerStatusEntry(BaseModel):
             overlap=status.spec.overlap,
             in_temporal=status.in_temporal,
         )
+
+
+class NodePreviewResponse(BaseModel):
+    """The first rows a node (route) wrote (seed 002)."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+class ColumnProfile(BaseModel):
+    name: str
+    type: str = Field(description="Arrow type name (int64, double, string, timestamp[s], ...)")
+    null_count: int
+    null_pct: float
+    unique_count: int
+    unique_pct: float
+    min: Any = None
+    max: Any = None
+    mean: float | None = None
+    sample_values: list[Any] = Field(default_factory=list)
+
+
+class DriftEntry(BaseModel):
+    column: str
+    change: Literal["column_added", "column_removed", "type_changed", "null_spike"]
+    previous: Any = None
+    current: Any = None
+
+
+class NodeProfileResponse(BaseModel):
+    """Per-column statistics of what a node wrote (seed 002), with drift against the pipeline's
+    previous successful run."""
+
+    row_count: int
+    column_count: int
+    columns: list[ColumnProfile]
+    profiling_ms: int
+    drift: list[DriftEntry] = Field(default_factory=list)
+    compared_with_run_id: str | None = Field(default=None, description="The run drift compares with")

@@ -199,3 +199,50 @@ async def dated_sleep(message, ctx):
     """Take params.sleep seconds, then store the payload and params it saw."""
     await asyncio.sleep(float(ctx.params.get("sleep", 0)))
     await ctx.emit("seen.json", {"payload": message.payload, "params": ctx.params})
+
+
+async def write_table(message, ctx):
+    """Write params.parts objects of params.rows rows each in params.format (csv, parquet, jsonl,
+    json); params.variant 2 drops `score`, turns `id` into text and adds `city`. Every fourth name
+    is null, and in CSV the second row's name spans two lines (a quoted newline)."""
+    import csv as _csv
+    import io as _io
+    import json as _json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fmt, rows = ctx.params.get("format", "csv"), int(ctx.params.get("rows", 10))
+    variant = int(ctx.params.get("variant", 1))
+    for part in range(int(ctx.params.get("parts", 1))):
+        base = part * rows
+        data: dict = {
+            "id": [base + i if variant == 1 else f"id-{base + i}" for i in range(rows)],
+            "name": [None if (base + i) % 4 == 0 else f"name {base + i}" for i in range(rows)],
+        }
+        if variant == 1:
+            data["score"] = [float(base + i) / 2 for i in range(rows)]
+        else:
+            data["city"] = ["Paris" if i % 2 else "Lyon" for i in range(rows)]
+        table = pa.table(data)
+        if fmt == "parquet":
+            buf = _io.BytesIO()
+            pq.write_table(table, buf)
+            await ctx.emit(
+                f"part-{part:03d}.parquet", buf.getvalue(), content_type="application/vnd.apache.parquet"
+            )
+        elif fmt == "csv":
+            out = _io.StringIO()
+            writer = _csv.writer(out, lineterminator="\n")
+            writer.writerow(table.column_names)
+            for i, row in enumerate(table.to_pylist()):
+                if i == 1:
+                    row["name"] = f"{row['name']}\nsecond line"
+                writer.writerow(["" if v is None else v for v in row.values()])
+            await ctx.emit(f"part-{part:03d}.csv", out.getvalue(), content_type="text/csv")
+        elif fmt == "jsonl":
+            await ctx.emit(
+                f"part-{part:03d}.jsonl", "".join(_json.dumps(r) + "\n" for r in table.to_pylist())
+            )
+        else:
+            await ctx.emit(f"part-{part:03d}.json", table.to_pylist())

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Query, Request, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from sluice.api.auth import Operator, Viewer
@@ -25,9 +25,11 @@ from sluice.api.schemas import (
     ExecutionRoutesResponse,
     ExecutionStatus,
     LogEntryResponse,
+    NodePreviewResponse,
 )
 from sluice.clock import as_utc
 from sluice.services.executions import ExecutionFilters
+from sluice.services.node_data import MAX_PREVIEW
 
 LogLevel = Literal["debug", "info", "warn", "error"]
 SortField = Literal["created_at", "started_at", "completed_at", "duration_ms", "status", "pipeline"]
@@ -115,6 +117,20 @@ async def get_execution_routes(
         status=record.status,  # type: ignore[arg-type]
         routes=routes,
     )
+
+
+@router.get("/{execution_id}/routes/{route}/preview", response_model=NodePreviewResponse, responses=NOT_FOUND)
+async def preview_route(
+    execution_id: ExecutionRef,
+    route: Annotated[str, Path(min_length=1, max_length=128)],
+    services: ServicesDep,
+    _: Viewer,
+    limit: Annotated[int, Query(ge=1, le=MAX_PREVIEW)] = 50,
+) -> NodePreviewResponse:
+    """The first rows the route wrote (as `GET /api/runs/{id}/nodes/{node}/preview`)."""
+    record = await services.executions.find(execution_id)
+    preview = await services.node_data.preview(record, route, limit)
+    return NodePreviewResponse(columns=preview.columns, rows=preview.rows)
 
 
 @router.post(

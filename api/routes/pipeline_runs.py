@@ -24,6 +24,8 @@ from sluice.api.schemas import (
     BackfillRequest,
     ExecutionRef,
     ExecutionResumeRequest,
+    NodePreviewResponse,
+    NodeProfileResponse,
     NodeRunResponse,
     PipelineRunAccepted,
     PipelineRunDetailResponse,
@@ -35,6 +37,7 @@ from sluice.api.schemas import (
 )
 from sluice.errors import FailedPreconditionError, NotFoundError
 from sluice.services.executions import ExecutionFilters
+from sluice.services.node_data import MAX_PREVIEW
 
 pipelines = APIRouter(prefix="/api/pipelines", tags=["pipelines (seed 002)"])
 runs = APIRouter(prefix="/api/runs", tags=["pipelines (seed 002)"])
@@ -281,4 +284,32 @@ async def export_run_logs(
         route=node_id,
         level=SEED_LEVELS[level] if level else None,
         level_words=SEED_002_LEVEL,
+    )
+
+
+NodeRef = Annotated[str, Path(min_length=1, max_length=128, description="Node id (route name)")]
+PreviewLimit = Annotated[int, Query(ge=1, le=MAX_PREVIEW, description="Rows (at most 500)")]
+
+
+@runs.get("/{run_id}/nodes/{node_id}/preview", response_model=NodePreviewResponse, responses=NOT_FOUND)
+async def preview_node(
+    run_id: ExecutionRef, node_id: NodeRef, services: ServicesDep, _: Viewer, limit: PreviewLimit = 50
+) -> NodePreviewResponse:
+    """The first rows of the node's output (JSON, JSON Lines, CSV, Parquet or text objects); 404
+    when it wrote nothing, or nothing tabular."""
+    record = await services.executions.find(run_id)
+    preview = await services.node_data.preview(record, node_id, limit)
+    return NodePreviewResponse(columns=preview.columns, rows=preview.rows)
+
+
+@runs.get("/{run_id}/nodes/{node_id}/profile", response_model=NodeProfileResponse, responses=NOT_FOUND)
+async def profile_node(
+    run_id: ExecutionRef, node_id: NodeRef, services: ServicesDep, _: Viewer
+) -> NodeProfileResponse:
+    """Per-column statistics of everything the node wrote (computed with Arrow, cached once the
+    run has ended), and `drift` against the same node in the pipeline's previous successful run."""
+    record = await services.executions.find(run_id)
+    profile = await services.node_data.profile(record, node_id)
+    return NodeProfileResponse.model_validate(
+        {**profile.__dict__, "compared_with_run_id": profile.compared_with}
     )

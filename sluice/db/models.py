@@ -198,6 +198,17 @@ class BackfillRunRecord(SQLModel, table=True):
     note: str | None = Field(default=None, sa_type=sa.Text)
 
 
+class NodeProfileRecord(SQLModel, table=True):
+    """A route's output profile in one finished execution (computed once, on first request)."""
+
+    __tablename__ = "node_profiles"
+
+    execution_id: str = Field(primary_key=True, max_length=36)
+    route: str = Field(primary_key=True, max_length=128)
+    profile: dict[str, Any] = Field(sa_type=sa.JSON)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
 class ApiTokenRecord(SQLModel, table=True):
     """An API token: only its SHA-256 is stored; the token itself is shown once, when created."""
 

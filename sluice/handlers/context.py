@@ -23,10 +23,12 @@ from sluice.settings import Settings
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import is_sidecar, object_key, stage_prefix
 from sluice.storage.stage import encode_data, write_stage_object
+from sluice.tabular import NotTabular, count_rows, format_of
 from sluice.workflow_io import AttemptLedger
 
 T = TypeVar("T")
 MAX_PAYLOAD_BYTES = 64 * 1024
+ROW_COUNT_INLINE = 256 * 1024  # bigger outputs are counted off the event loop
 LEVELS = ("debug", "info", "warn", "error")
 _py_log = logging.getLogger("sluice.handlers")
 
@@ -56,7 +58,8 @@ class BatchState:
     emissions: list[Emission] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
     objects: set[str] = field(default_factory=set)
-    rows_written: int | None = None
+    rows_written: int | None = None  # what the handler reported (ctx.rows)
+    counted_rows: int | None = None  # rows of its tabular outputs, counted as they are stored
     processed: int = 0
     ledger: AttemptLedger = field(default_factory=AttemptLedger)  # what this batch's attempts spent
     read_prefixes: tuple[str, ...] = ()  # executions whose objects ctx.read may return
@@ -148,6 +151,7 @@ class RouteContext:
             )
         key = object_key(st.execution_id, st.stage, path)
         body, ctype = encode_data(data, content_type)
+        await self._count_rows(key, body, ctype)
         meta = self.message.metadata
         await write_stage_object(
             st.storage,
@@ -184,6 +188,21 @@ class RouteContext:
                 )
             )
         return key
+
+    async def _count_rows(self, key: str, body: bytes, content_type: str) -> None:
+        """Rows of a tabular output: the route's `rows_written` when the handler reports none."""
+        fmt = format_of(key, content_type)
+        if fmt is None:
+            return
+        try:
+            rows = (
+                count_rows(body, fmt)
+                if len(body) < ROW_COUNT_INLINE
+                else await asyncio.to_thread(count_rows, body, fmt)
+            )
+        except (NotTabular, ValueError):
+            return
+        self._state.counted_rows = (self._state.counted_rows or 0) + rows
 
     def _send(self, payload: dict[str, Any], to: list[str] | str | None) -> None:
         st = self._state

@@ -48,6 +48,13 @@ class ObjectStorage(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
 
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        """`length` bytes from `start` (fewer at the end): previews read the head of big objects."""
+        return (await self.get(key))[start : start + length]
+
+    async def size(self, key: str) -> int:
+        return len(await self.get(key))
+
     async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
         """Copy one object (backends override this with a server-side or file-level copy)."""
         await self.put(target, await self.get(source), content_type)

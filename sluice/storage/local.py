@@ -80,6 +80,25 @@ class LocalStorage(ObjectStorage):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
 
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        path = self._path(key)
+
+        def read() -> bytes:
+            with path.open("rb") as fh:
+                fh.seek(start)
+                return fh.read(length)
+
+        try:
+            return await asyncio.to_thread(read)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(key) from None
+
+    async def size(self, key: str) -> int:
+        try:
+            return (await asyncio.to_thread(self._path(key).stat)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFoundError(key) from None
+
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).is_file)
 

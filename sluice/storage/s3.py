@@ -134,6 +134,39 @@ class S3Storage(ObjectStorage):
         except BotoCoreError as exc:
             self._fail("get", full, exc)
 
+    async def get_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        full = self._full_key(key)
+        s3 = await self._s3()
+        try:
+            resp = await s3.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes={start}-{start + length - 1}"
+            )
+            async with resp["Body"] as body:
+                return await body.read()
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in _NOT_FOUND:
+                raise ObjectNotFoundError(key) from None
+            if code == "InvalidRange":
+                return b""
+            self._fail("get", full, exc)
+        except BotoCoreError as exc:
+            self._fail("get", full, exc)
+
+    async def size(self, key: str) -> int:
+        full = self._full_key(key)
+        s3 = await self._s3()
+        try:
+            return int((await s3.head_object(Bucket=self.bucket, Key=full))["ContentLength"])
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                raise ObjectNotFoundError(key) from None
+            self._fail("head", full, exc)
+        except BotoCoreError as exc:
+            self._fail("head", full, exc)
+
     async def exists(self, key: str) -> bool:
         full = self._full_key(key)
         s3 = await self._s3()
