@@ -32,11 +32,13 @@ from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
 from sluice.services.handler_check import HandlerChecker
 from sluice.services.idempotency import IdempotencyService
+from sluice.services.insights import InsightService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.node_data import NodeDataService
 from sluice.services.replays import ReplayService
 from sluice.services.schedules import ScheduleService
+from sluice.services.system import SystemService
 from sluice.settings import Settings
 from sluice.storage import open_storage
 
@@ -77,6 +79,8 @@ def create_app(
             backfills=BackfillService(sessions, gateway, settings, config_service),
             schedules=ScheduleService(sessions, gateway, settings),
             node_data=NodeDataService(sessions, storage),
+            insights=InsightService(sessions),
+            system=SystemService(sessions, gateway, settings, storage),
             oidc=OidcVerifier(settings) if settings.auth == "oidc" else None,
         )
         app.state.services = services

@@ -17,11 +17,13 @@ from sluice.services.configs import ConfigService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
 from sluice.services.idempotency import IdempotencyService
+from sluice.services.insights import InsightService
 from sluice.services.lineage import LineageService
 from sluice.services.logs import EventHub, LogService
 from sluice.services.node_data import NodeDataService
 from sluice.services.replays import ReplayService
 from sluice.services.schedules import ScheduleService
+from sluice.services.system import SystemService
 from sluice.settings import Settings
 from sluice.storage import ObjectStorage
 
@@ -44,6 +46,8 @@ class Services:
     backfills: BackfillService
     schedules: ScheduleService
     node_data: NodeDataService
+    insights: InsightService
+    system: SystemService
     oidc: OidcVerifier | None = None
 
 

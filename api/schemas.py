@@ -13,6 +13,7 @@ from sluice.auth.roles import Role
 from sluice.clock import UtcDatetime
 from sluice.db.models import ExecutionRecord, LineageRecord
 from sluice.services.backfills import BackfillView
+from sluice.services.insights import PipelineSummary
 from sluice.services.schedules import ScheduleStatus
 from sluice.settings import Settings
 from sluice.validation import ValidationReport
@@ -646,3 +647,93 @@ class NodeProfileResponse(BaseModel):
     profiling_ms: int
     drift: list[DriftEntry] = Field(default_factory=list)
     compared_with_run_id: str | None = Field(default=None, description="The run drift compares with")
+
+
+class CalendarDay(BaseModel):
+    date: str = Field(description="UTC day, YYYY-MM-DD")
+    success: int
+    failed: int = Field(description="failed and interrupted runs")
+    total: int = Field(description="every run started that day, whatever its status")
+
+
+class DashboardPipeline(BaseModel):
+    id: str
+    name: str
+    namespace: str
+    layer: str
+    last_run_id: str | None
+    last_run_status: RunStatus | None
+    last_run_at: UtcDatetime | None
+    runs_7d: int
+    success_rate_7d: float | None = Field(description="percent of the last 7 days' runs that succeeded")
+
+    @classmethod
+    def of(cls, summary: PipelineSummary) -> DashboardPipeline:
+        run = summary.last_run
+        return cls(
+            id=summary.config.id,
+            name=summary.config.name,
+            namespace=summary.config.namespace,
+            layer=summary.config.layer,
+            last_run_id=run.id if run else None,
+            last_run_status=run_status(run.status) if run else None,
+            last_run_at=run.created_at if run else None,
+            runs_7d=summary.runs_7d,
+            success_rate_7d=summary.success_rate_7d,
+        )
+
+
+class TopFailing(BaseModel):
+    pipeline_id: str
+    name: str
+    fail_count: int
+
+
+class DashboardResponse(BaseModel):
+    pipelines: list[DashboardPipeline]
+    recent_runs: list[PipelineRunResponse]
+    trends: list[CalendarDay]
+    top_failing: list[TopFailing]
+
+
+class SearchResult(BaseModel):
+    type: Literal["pipeline", "route", "stage", "execution"]
+    id: str
+    name: str
+    description: str | None = None
+    pipeline_id: str | None = None
+
+
+class SystemInfoResponse(BaseModel):
+    """Seed 002's system info, plus what an operator of Sluice needs."""
+
+    version: str
+    db_size: int = Field(description="bytes")
+    db_size_mb: str
+    pipelines: int
+    active_runs: int
+    max_concurrent_runs: int | None = Field(
+        description="Sluice does not cap concurrent runs (Temporal queues them): null"
+    )
+    database: dict[str, Any]
+    temporal: dict[str, Any] = Field(description="address, namespace, reachable (and error when not)")
+    workers: list[dict[str, Any]] = Field(description="per task queue and kind, the pollers Temporal lists")
+    storage: dict[str, Any]
+
+
+class PurgeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: int = Field(default=30, ge=1, le=36_500, description="delete executions created before now - days")
+
+
+class PurgeResponse(BaseModel):
+    deleted: int
+    days: int
+    objects_deleted: int = 0
+    skipped_active: int = Field(default=0, description="older executions still running, never deleted")
+    kept_as_ancestors: int = Field(
+        default=0, description="older executions kept because a newer replay or resume reads their objects"
+    )
+    kept_ids: list[str] = Field(default_factory=list, description="the first of those (at most 20)")
+    note: str | None = None

@@ -15,6 +15,7 @@ from sluice.api.routes import (
     configs,
     executions,
     health,
+    insights,
     pipeline_runs,
     replay,
     runs,
@@ -34,6 +35,7 @@ for _module in (backfills, configs, executions, replay, runs, tokens):
 
 # Seed 002's run API keeps its own paths (/api/pipelines, /api/runs) under the same rules.
 seed_002_router = APIRouter(dependencies=[Depends(require(Role.viewer))], responses={**AUTH, **UNPROCESSABLE})
+seed_002_router.include_router(insights.router)  # before /api/runs/{run_id}: /api/runs/calendar
 seed_002_router.include_router(pipeline_runs.pipelines)
 seed_002_router.include_router(pipeline_runs.runs)
 seed_002_router.include_router(scheduler.router)

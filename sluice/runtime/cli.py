@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     revoke = token_sub.add_parser("revoke", help="revoke a token by name; it stops working at once")
     revoke.add_argument("name")
+
+    purge = sub.add_parser(
+        "purge", help="delete executions older than N days with their records and stored objects"
+    )
+    purge.add_argument("--days", type=int, default=30, help="age in days (default 30)")
+    purge.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "validate": cmd_validate,
         "migrate": cmd_migrate,
         "token": cmd_token,
+        "purge": cmd_purge,
     }[args.command]
     sys.exit(handler(args, settings))
 
@@ -507,6 +514,50 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         finally:
             await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    """What POST /api/system/purge does, from the operator's shell, with a progress bar on stderr
+    and the result on stdout."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sluice.db.engine import create_engine, session_factory
+    from sluice.db.migrate import upgrade
+    from sluice.services.gateway import TemporalGateway
+    from sluice.services.system import SystemService
+    from sluice.storage import open_storage
+
+    if not 1 <= args.days <= 36_500:
+        print("sluice purge: --days must be between 1 and 36500", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        engine = create_engine(settings)
+        storage = open_storage(settings)
+        try:
+            await upgrade(engine)
+            system = SystemService(session_factory(engine), TemporalGateway(settings), settings, storage)
+            columns = (TextColumn("purging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("purge", total=None)
+                result = await system.purge(
+                    args.days, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+        finally:
+            await storage.close()
+            await engine.dispose()
+        if args.json:
+            print(json.dumps(result.__dict__))
+        else:
+            print(
+                f"deleted {result.deleted} execution(s) older than {result.days} day(s) "
+                f"({result.objects_deleted} stored object(s)); kept {result.skipped_active} still running "
+                f"and {result.kept_as_ancestors} that newer replays or resumes read"
+            )
+        return 0
 
     return asyncio.run(main())
 

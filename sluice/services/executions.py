@@ -90,9 +90,11 @@ class ExecutionFilters:
     parent_execution_id: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    include_dry_runs: bool = False  # dry runs appear in no list (they are removed when done)
 
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "interrupted"})
+DRY_RUN_TRIGGER = "dry-run"
 RESUMABLE = frozenset({"failed", "cancelled", "interrupted"})
 MAX_ANCESTRY = 50
 _CLOSED = {
@@ -637,6 +639,8 @@ class ExecutionService:
             where.append(col(ExecutionRecord.created_at) >= filters.created_from)
         if filters.created_to is not None:
             where.append(col(ExecutionRecord.created_at) <= filters.created_to)
+        if not filters.include_dry_runs:
+            where.append(ExecutionRecord.trigger != DRY_RUN_TRIGGER)
         ordered = column.asc() if order == "asc" else column.desc()
         tiebreak = col(ExecutionRecord.id).asc() if order == "asc" else col(ExecutionRecord.id).desc()
         async with self.sessions() as session:

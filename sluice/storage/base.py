@@ -6,7 +6,7 @@ import abc
 import asyncio
 from collections.abc import AsyncIterator
 
-from sluice.storage.keys import validate_key
+from sluice.storage.keys import is_sidecar, validate_key
 
 
 class StorageError(Exception):
@@ -54,6 +54,14 @@ class ObjectStorage(abc.ABC):
 
     async def size(self, key: str) -> int:
         return len(await self.get(key))
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix` (a directory-like prefix ending in `/`); returns how
+        many, `.meta.json` sidecars not counted. Backends override it with batch deletes."""
+        keys = [key async for key in self.list(prefix)]
+        for key in keys:
+            await self.delete(key)
+        return sum(1 for key in keys if not is_sidecar(key))
 
     async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
         """Copy one object (backends override this with a server-side or file-level copy)."""

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError
-from sluice.storage.keys import INTERNAL_ROOT
+from sluice.storage.keys import INTERNAL_ROOT, is_sidecar
 
 TMP_DIR = f"{INTERNAL_ROOT}/tmp"
 
@@ -52,6 +52,20 @@ class LocalStorage(ObjectStorage):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    async def delete_prefix(self, prefix: str) -> int:
+        if not prefix.endswith("/"):
+            return await super().delete_prefix(prefix)
+        directory = self._path(prefix.rstrip("/"))
+
+        def remove() -> int:
+            if not directory.is_dir():
+                return 0
+            count = sum(1 for p in directory.rglob("*") if p.is_file() and not is_sidecar(p.name))
+            shutil.rmtree(directory, ignore_errors=True)
+            return count
+
+        return await asyncio.to_thread(remove)
 
     async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
         src, dst = self._path(source), self._path(target)

@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError
+from sluice.storage.keys import is_sidecar
 
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 
@@ -106,6 +107,32 @@ class S3Storage(ObjectStorage):
             await s3.put_object(Bucket=self.bucket, Key=full, Body=data, ContentType=content_type)
         except (ClientError, BotoCoreError) as exc:
             self._fail("put", full, exc)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """DeleteObjects, 1,000 keys per call."""
+        s3 = await self._s3()
+        deleted, batch = 0, []
+
+        async def flush() -> None:
+            nonlocal deleted, batch
+            if not batch:
+                return
+            try:
+                await s3.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._full_key(k)} for k in batch], "Quiet": True},
+                )
+            except (ClientError, BotoCoreError) as exc:
+                self._fail("delete", prefix, exc)
+            deleted += sum(1 for key in batch if not is_sidecar(key))
+            batch = []
+
+        async for key in self.list(prefix):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await flush()
+        await flush()
+        return deleted
 
     async def copy(self, source: str, target: str, content_type: str = "application/octet-stream") -> None:
         """Server-side copy: the bytes never pass through the worker."""
