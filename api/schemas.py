@@ -737,3 +737,23 @@ class PurgeResponse(BaseModel):
     )
     kept_ids: list[str] = Field(default_factory=list, description="the first of those (at most 20)")
     note: str | None = None
+
+
+class PlatformLineageNode(BaseModel):
+    id: str
+    type: Literal["route", "stage", "folder", "bucket"]
+    name: str
+    pipeline_id: str | None = Field(description="null for external sources")
+
+
+class PlatformLineageEdge(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    pipeline_id: str = Field(description="the pipeline whose config (or replay) makes this edge")
+
+
+class PlatformLineageResponse(BaseModel):
+    nodes: list[PlatformLineageNode]
+    edges: list[PlatformLineageEdge]

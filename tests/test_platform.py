@@ -228,3 +228,62 @@ async def test_sluice_purge_cli(stack: Stack) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "--days" in bad.stderr
+
+
+async def test_lineage_across_pipelines(stack: Stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = await create(stack, "producer")
+    b = await stack.create_config(
+        """
+name: consumer
+routes:
+  - {name: ingest, handler: "tests.handlers:copy", stage: ingested}
+"""
+    )
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# a")
+    c = await stack.create_config(
+        f"""
+name: reader
+init_message: {{route: read, payload: {{source: "{docs}"}}}}
+routes:
+  - {{name: read, handler: read_files, stage: files}}
+"""
+    )
+    run = (await stack.run(a["id"])).json()
+    await stack.wait(run["id"])
+    replay = await stack.http.post(
+        f"/api/v1/executions/{run['id']}/replay",
+        json={
+            "replay_source": "storage",
+            "from_stage": "raw_docs",
+            "to_route": "ingest",
+            "config_id": b["id"],
+        },
+    )
+    assert replay.status_code == 200, replay.text
+    graph = (await stack.http.get("/api/lineage")).json()
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    edges = {(e["from"], e["to"], e["pipeline_id"]) for e in graph["edges"]}
+    ida, idb, idc = a["id"], b["id"], c["id"]
+    assert nodes[f"route:{ida}:load"] == {
+        "id": f"route:{ida}:load",
+        "type": "route",
+        "name": "load",
+        "pipeline_id": ida,
+    }
+    assert nodes[f"stage:{ida}:raw_docs"]["type"] == "stage"
+    assert {
+        (f"route:{ida}:load", f"stage:{ida}:raw_docs", ida),
+        (f"stage:{ida}:raw_docs", f"route:{ida}:copy", ida),
+        (f"route:{ida}:copy", f"stage:{ida}:copied", ida),
+        (f"route:{idb}:ingest", f"stage:{idb}:ingested", idb),
+        (f"stage:{ida}:raw_docs", f"route:{idb}:ingest", idb),  # the cross-pipeline replay
+        (f"source:{docs}", f"route:{idc}:read", idc),
+    } <= edges
+    assert nodes[f"source:{docs}"] == {
+        "id": f"source:{docs}",
+        "type": "folder",
+        "name": str(docs),
+        "pipeline_id": None,
+    }

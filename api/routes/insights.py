@@ -14,6 +14,9 @@ from sluice.api.schemas import (
     DashboardPipeline,
     DashboardResponse,
     PipelineRunResponse,
+    PlatformLineageEdge,
+    PlatformLineageNode,
+    PlatformLineageResponse,
     PurgeRequest,
     PurgeResponse,
     SearchResult,
@@ -82,3 +85,15 @@ async def system_purge(
             f"{result.kept_as_ancestors} older execution(s) were kept: newer replays or resumes read their objects"
         )
     return PurgeResponse(**result.__dict__, note="; ".join(notes) or None)
+
+
+@router.get("/lineage", response_model=PlatformLineageResponse)
+async def platform_lineage(services: ServicesDep, _: Viewer) -> PlatformLineageResponse:
+    """Across all pipelines: routes, the stages they write and read, the folders and buckets
+    built-ins read, and the edges replays created from one pipeline's stage into another's route.
+    Per-execution message lineage stays at /api/v1/executions/{id}/lineage."""
+    graph = await services.lineage.platform()
+    return PlatformLineageResponse(
+        nodes=[PlatformLineageNode(**n) for n in graph.nodes.values()],
+        edges=[PlatformLineageEdge(from_=a, to=b, pipeline_id=p) for a, b, p in graph.edges],
+    )

@@ -16,9 +16,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.clock import utcnow
-from sluice.db.models import LineageRecord
+from sluice.db.models import ExecutionRecord, LineageRecord, PipelineConfigRecord
 from sluice.db.upsert import insert_ignore
 from sluice.messages import Message
+from sluice.pipeline_config import PipelineConfig
 
 MAX_ANCESTRY = 1000
 
@@ -90,6 +91,56 @@ def _stage_of(message: Message) -> str | None:
 
 
 @dataclass
+class PlatformGraph:
+    """Routes, the stages they write and read, the external sources built-ins read, and the
+    cross-pipeline edges replays created."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edges: dict[tuple[str, str, str], None] = field(default_factory=dict)  # ordered set
+
+    def node(self, node_id: str, kind: str, name: str, pipeline_id: str | None) -> str:
+        self.nodes.setdefault(
+            node_id, {"id": node_id, "type": kind, "name": name, "pipeline_id": pipeline_id}
+        )
+        return node_id
+
+    def edge(self, source: str, target: str, pipeline_id: str) -> None:
+        self.edges[(source, target, pipeline_id)] = None
+
+
+def route_node(config_id: str, route: str) -> str:
+    return f"route:{config_id}:{route}"
+
+
+def stage_node(config_id: str, stage: str) -> str:
+    return f"stage:{config_id}:{stage}"
+
+
+def pipeline_graph(graph: PlatformGraph, config_id: str, pipeline: PipelineConfig) -> None:
+    """One pipeline's part of the platform graph, from its config."""
+    init = pipeline.init_message
+    for route in pipeline.routes:
+        here = graph.node(route_node(config_id, route.name), "route", route.name, config_id)
+        out = here
+        if route.stage:
+            out = graph.node(stage_node(config_id, route.stage), "stage", route.stage, config_id)
+            graph.edge(here, out, config_id)
+        for target in route.next:
+            if pipeline.route(target) is not None:
+                graph.edge(out, route_node(config_id, target), config_id)
+        if route.handler == "read_files":
+            options = {**route.params, **(init.payload if init and init.route == route.name else {})}
+            source = options.get("source")
+            if isinstance(source, str) and source:
+                location = source
+                base = options.get("base_dir")
+                if not source.startswith("s3://") and isinstance(base, str) and not source.startswith("/"):
+                    location = f"{base.rstrip('/')}/{source}"
+                kind = "bucket" if source.startswith("s3://") else "folder"
+                graph.edge(graph.node(f"source:{location}", kind, location, None), here, config_id)
+
+
+@dataclass
 class LineageGraph:
     nodes: list[LineageRecord] = field(default_factory=list)
     edges: list[tuple[str, str]] = field(default_factory=list)
@@ -99,6 +150,51 @@ class LineageGraph:
 class LineageService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
+
+    async def platform(self) -> PlatformGraph:
+        """Across all pipelines: each config's routes and stages, and every stage of one pipeline
+        that a replay published into another pipeline's route."""
+        graph = PlatformGraph()
+        async with self.sessions() as session:
+            configs = (
+                await session.exec(select(PipelineConfigRecord).order_by(col(PipelineConfigRecord.name)))
+            ).all()
+            replays = (
+                await session.exec(
+                    select(
+                        ExecutionRecord.config_id, ExecutionRecord.replay, ExecutionRecord.parent_execution_id
+                    ).where(
+                        col(ExecutionRecord.replay).is_not(None),
+                        col(ExecutionRecord.parent_execution_id).is_not(None),
+                    )
+                )
+            ).all()
+            parents = {
+                p: c
+                for p, c in (
+                    await session.exec(
+                        select(ExecutionRecord.id, ExecutionRecord.config_id).where(
+                            col(ExecutionRecord.id).in_({r[2] for r in replays})
+                        )
+                    )
+                ).all()
+            }
+        for config in configs:
+            try:
+                pipeline_graph(graph, config.id, PipelineConfig.from_snapshot(config.yaml))
+            except Exception:
+                continue  # a stored config always parsed once; never let one break the graph
+        for child_config, replay, parent_id in replays:
+            parent_config = parents.get(parent_id)
+            if not parent_config or parent_config == child_config or not isinstance(replay, dict):
+                continue
+            stage, route = replay.get("from_stage"), replay.get("to_route")
+            if not stage or not route:
+                continue
+            source = graph.node(stage_node(parent_config, stage), "stage", stage, parent_config)
+            target = graph.node(route_node(child_config, route), "route", route, child_config)
+            graph.edge(source, target, child_config)
+        return graph
 
     async def execution_graph(self, execution_id: str, *, limit: int) -> LineageGraph:
         async with self.sessions() as session:
