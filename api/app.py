@@ -28,6 +28,7 @@ from sluice.db.migrate import upgrade
 from sluice.handlers.registry import configure_handlers
 from sluice.services.backfills import BackfillService
 from sluice.services.configs import ConfigService
+from sluice.services.dry_runs import DryRunService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
 from sluice.services.handler_check import HandlerChecker
@@ -64,6 +65,8 @@ def create_app(
         executions_service = ExecutionService(sessions, gateway, settings, config_service)
         log_service = LogService(sessions)
         hub = EventHub(log_service)
+        node_data = NodeDataService(sessions, storage)
+        system = SystemService(sessions, gateway, settings, storage)
         services = Services(
             settings=settings,
             configs=config_service,
@@ -78,9 +81,10 @@ def create_app(
             idempotency=IdempotencyService(sessions, timedelta(seconds=settings.seconds("idempotency_ttl"))),
             backfills=BackfillService(sessions, gateway, settings, config_service),
             schedules=ScheduleService(sessions, gateway, settings),
-            node_data=NodeDataService(sessions, storage),
+            node_data=node_data,
             insights=InsightService(sessions),
-            system=SystemService(sessions, gateway, settings, storage),
+            system=system,
+            dry_runs=DryRunService(executions_service, node_data, system),
             oidc=OidcVerifier(settings) if settings.auth == "oidc" else None,
         )
         app.state.services = services

@@ -14,6 +14,7 @@ from sluice.auth.roles import Principal
 from sluice.auth.tokens import TokenService
 from sluice.services.backfills import BackfillService
 from sluice.services.configs import ConfigService
+from sluice.services.dry_runs import DryRunService
 from sluice.services.executions import ExecutionService
 from sluice.services.gateway import TemporalGateway
 from sluice.services.idempotency import IdempotencyService
@@ -48,6 +49,7 @@ class Services:
     node_data: NodeDataService
     insights: InsightService
     system: SystemService
+    dry_runs: DryRunService
     oidc: OidcVerifier | None = None
 
 

@@ -757,3 +757,15 @@ class PlatformLineageEdge(BaseModel):
 class PlatformLineageResponse(BaseModel):
     nodes: list[PlatformLineageNode]
     edges: list[PlatformLineageEdge]
+
+
+class DryRunNode(BaseModel):
+    """One node of a dry run (seed 002): what it did and the first rows it wrote."""
+
+    node_id: str
+    name: str
+    status: Literal["success", "failed", "cancelled", "skipped", "pending", "running"]
+    columns: list[str] = Field(default_factory=list)
+    rows: list[dict[str, Any]] = Field(default_factory=list, description="at most 10")
+    error: str | None = None
+    messages_processed: int = 0

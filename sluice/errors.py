@@ -67,6 +67,12 @@ class UnavailableError(SluiceError):
     error_code = "UNAVAILABLE"
 
 
+class DeadlineExceededError(SluiceError):
+    """504: the work did not finish within its time bound (what did finish is in the body)."""
+
+    status_code = 504
+
+
 class ConfigInvalidError(SluiceError):
     """Carries the validation report so the API can return it with the 400."""
 

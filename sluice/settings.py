@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default=2000, ge=10, description="Activities before an execution continues as new"
     )
     cancel_wait: str = Field(default="15s", description="How long a cancel request waits for the run to stop")
+    dry_run_timeout: str = Field(
+        default="60s", description="How long a dry run may take before it answers 504 with what finished"
+    )
     backfill_max_days: int = Field(
         default=366,
         ge=1,
@@ -104,6 +107,7 @@ class Settings(BaseSettings):
     @field_validator(
         "heartbeat_timeout",
         "cancel_wait",
+        "dry_run_timeout",
         "handler_check_timeout",
         "worker_shutdown_grace",
         "oidc_jwks_cache",

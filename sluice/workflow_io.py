@@ -287,6 +287,9 @@ class ExecutionInput(BaseModel):
         default=0, description="Batch attempts a route may lose to dying workers on top of retry.max_attempts"
     )
     resume: ResumeSpec | None = None
+    preview_messages: int | None = Field(
+        default=None, description="Dry run: each route handles at most this many messages"
+    )
 
 
 class ExecutionLaunch(BaseModel):

@@ -63,7 +63,11 @@ class ExecutionWorkflow:
         self._inp = inp
         state = inp.state
         self._scheduler = Scheduler(
-            inp.execution_id, inp.pipeline.routes, max_in_flight=inp.max_in_flight, carried=state
+            inp.execution_id,
+            inp.pipeline.routes,
+            max_in_flight=inp.max_in_flight,
+            carried=state,
+            max_messages=inp.preview_messages,
         )
         self._failure: str | None = None
         if state is not None:

@@ -37,8 +37,10 @@ class Scheduler:
         *,
         max_in_flight: int,
         carried: CarriedState | None = None,
+        max_messages: int | None = None,
     ) -> None:
         self.execution_id = execution_id
+        self.max_messages = max_messages  # a dry run's cap on the messages each route gets
         self.routes: dict[str, RouteConfig] = {r.name: r for r in routes}
         self.max_in_flight = max_in_flight
         graph = {r.name: [t for t in r.next if t in self.routes] for r in routes}
@@ -106,6 +108,9 @@ class Scheduler:
             return
         prog = self.progress[name]
         size = entry.size
+        if self.max_messages is not None and size > self.max_messages - prog.messages_in:
+            entry = _first(entry, max(self.max_messages - prog.messages_in, 0))
+            size = entry.size
         if size <= 0:
             return
         prog.messages_in += size
@@ -308,6 +313,14 @@ class Scheduler:
         if name in self.routes and self.routes[name].collect and count > 0:
             self.collect_pending[name] = self.collect_pending.get(name, 0) + count
             self.progress[name].messages_in += count
+
+
+def _first(entry: QueueEntry, count: int) -> QueueEntry:
+    """The first `count` messages of a queue entry."""
+    if entry.messages is not None:
+        return QueueEntry(messages=entry.messages[:count])
+    assert entry.spill is not None
+    return QueueEntry(spill=entry.spill.model_copy(update={"total": entry.spill.offset + count}))
 
 
 def _split(batch: MessageBatch) -> list[MessageBatch]:

@@ -17,11 +17,20 @@ from fastapi.responses import StreamingResponse
 from sluice.api.auth import Operator, Viewer
 from sluice.api.deps import API_PREFIX, IdempotencyKey, ServicesDep, reserved_execution
 from sluice.api.logs import export_logs
-from sluice.api.responses import CONFLICT, IDEMPOTENT, INVALID_CONFIG, LOG_EXPORT, NOT_FOUND, UNAVAILABLE
+from sluice.api.responses import (
+    CONFLICT,
+    IDEMPOTENT,
+    INVALID_CONFIG,
+    LOG_EXPORT,
+    NOT_FOUND,
+    UNAVAILABLE,
+    error,
+)
 from sluice.api.schemas import (
     MAX_INT,
     SEED_002_LEVEL,
     BackfillRequest,
+    DryRunNode,
     ExecutionRef,
     ExecutionResumeRequest,
     NodePreviewResponse,
@@ -154,6 +163,33 @@ async def backfill_pipeline(
     response.headers["Location"] = f"{API_PREFIX}/backfills/{record.id}"
     response.headers["Sluice-Backfill-Id"] = record.id
     return [r.execution_id for r in reserved]
+
+
+@pipelines.post(
+    "/{pipeline_id}/dry-run",
+    response_model=dict[str, DryRunNode],
+    responses={
+        **NOT_FOUND,
+        **INVALID_CONFIG,
+        **UNAVAILABLE,
+        504: error(
+            "DRY_RUN_TIMEOUT: not finished within SLUICE_DRY_RUN_TIMEOUT; `nodes` holds what finished"
+        ),
+    },
+)
+async def dry_run_pipeline(
+    pipeline_id: PipelineRef,
+    services: ServicesDep,
+    principal: Operator,
+    body: Annotated[PipelineRunRequest | None, Body()] = None,
+) -> dict[str, DryRunNode]:
+    """Run the pipeline for real on the workers, in preview mode: each route handles at most 10
+    messages, each node shows at most 10 rows, and everything the run wrote is removed afterwards
+    (it appears in no list, calendar or dashboard). A failing node is `failed` with its `error`;
+    the others still report."""
+    config = await _pipeline(services, pipeline_id)
+    nodes = await services.dry_runs.run(config.id, body.params if body else None, triggered_by=principal.name)
+    return {name: DryRunNode(**node.__dict__) for name, node in nodes.items()}
 
 
 @runs.get("/{run_id}", response_model=PipelineRunDetailResponse, responses={**NOT_FOUND, **UNAVAILABLE})

@@ -178,6 +178,28 @@ class SystemService:
         return queues
 
     # -- retention ----------------------------------------------------------------------------
+    async def delete_executions(self, ids: list[str]) -> int:
+        """Executions gone for good: stored objects first, then every row about them (a crash in
+        between leaves rows whose objects are gone, which running this again deletes). Returns the
+        objects deleted."""
+        objects = 0
+        for execution_id in ids:
+            objects += await self.storage.delete_prefix(f"{execution_id}/")
+            await self.storage.delete_prefix(f"{INTERNAL_ROOT}/{execution_id}/")
+        async with self.sessions() as session:
+            for model, column in (
+                (ExecutionLogRecord, ExecutionLogRecord.execution_id),
+                (LineageRecord, LineageRecord.execution_id),
+                (RouteRunRecord, RouteRunRecord.execution_id),
+                (NodeProfileRecord, NodeProfileRecord.execution_id),
+                (BackfillRunRecord, BackfillRunRecord.execution_id),
+                (IdempotencyRecord, IdempotencyRecord.execution_id),
+                (ExecutionRecord, ExecutionRecord.id),
+            ):
+                await session.exec(delete(model).where(col(column).in_(ids)))  # type: ignore[call-overload]
+            await session.commit()
+        return objects
+
     async def purge(self, days: int, *, progress: Callable[[int, int], None] | None = None) -> PurgeResult:
         """Delete executions created more than `days` days ago, with their logs, lineage, route
         runs, profiles and stored objects. Never a running execution, never the ancestor of an
@@ -220,21 +242,7 @@ class SystemService:
         )
         for start in range(0, len(doomed), PURGE_BATCH):
             batch = doomed[start : start + PURGE_BATCH]
-            for execution_id in batch:
-                result.objects_deleted += await self.storage.delete_prefix(f"{execution_id}/")
-                await self.storage.delete_prefix(f"{INTERNAL_ROOT}/{execution_id}/")
-            async with self.sessions() as session:
-                for model, column in (
-                    (ExecutionLogRecord, ExecutionLogRecord.execution_id),
-                    (LineageRecord, LineageRecord.execution_id),
-                    (RouteRunRecord, RouteRunRecord.execution_id),
-                    (NodeProfileRecord, NodeProfileRecord.execution_id),
-                    (BackfillRunRecord, BackfillRunRecord.execution_id),
-                    (IdempotencyRecord, IdempotencyRecord.execution_id),
-                    (ExecutionRecord, ExecutionRecord.id),
-                ):
-                    await session.exec(delete(model).where(col(column).in_(batch)))  # type: ignore[call-overload]
-                await session.commit()
+            result.objects_deleted += await self.delete_executions(batch)
             result.deleted += len(batch)
             if progress is not None:
                 progress(result.deleted, len(doomed))
