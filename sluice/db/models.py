@@ -56,6 +56,7 @@ class ExecutionRecord(SQLModel, table=True):
         sa.Index("ix_executions_completed_at", "completed_at"),
         sa.Index("ix_executions_duration_ms", "duration_ms"),
         sa.Index("ix_executions_trigger_created", "trigger", "created_at"),
+        sa.Index("ix_executions_config_created", "config_id", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)

@@ -1,4 +1,4 @@
-"""cached node profiles
+"""cached node profiles; executions by config and creation (dashboard: last run per pipeline)
 
 Revision ID: 0007
 Revises: 0006
@@ -23,7 +23,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("execution_id", "route"),
     )
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.create_index("ix_executions_config_created", ["config_id", "created_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.drop_index("ix_executions_config_created")
     op.drop_table("node_profiles")
