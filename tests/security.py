@@ -48,7 +48,7 @@ def bearer(token: str) -> dict[str, str]:
 
 # -- the minimum role of every operation (what the tests hold the API to) -------------------------
 def needed_role(method: str, path: str) -> Role:
-    if path.startswith("/api/v1/tokens"):
+    if path.startswith("/api/v1/tokens") or path == "/api/system/purge":
         return Role.admin
     if method == "GET":
         return Role.viewer

@@ -302,7 +302,10 @@ async def test_sync_handler_runs_in_thread_and_reports_rows(stack: Stack) -> Non
     yaml_text = two_routes(2).replace("tests.handlers:copy", "tests.handlers:sync_upper")
     config = await stack.create_config(yaml_text)
     done = await stack.wait((await stack.run(config["id"])).json()["id"])
-    assert done["status"] == "completed" and done["rows_written"] == 2
+    # 2 rows reported by the sync handler, 2 counted from `load`'s text outputs (it reports none).
+    assert done["status"] == "completed" and done["rows_written"] == 4
+    routes = (await stack.http.get(f"/api/v1/executions/{done['id']}/routes")).json()["routes"]
+    assert [r["rows_written"] for r in routes] == [2, 2]
     assert [p.read_text() for p in stack.objects(done["id"], "copied")] == ["ITEM 0", "ITEM 1"]
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query
 
 from sluice.api.auth import Admin, Viewer
 from sluice.api.deps import ServicesDep
+from sluice.api.responses import error
 from sluice.api.schemas import (
     CalendarDay,
     DashboardPipeline,
@@ -69,7 +70,11 @@ async def system_info(services: ServicesDep, _: Viewer) -> SystemInfoResponse:
     return SystemInfoResponse(**await services.system.info())
 
 
-@router.post("/system/purge", response_model=PurgeResponse)
+@router.post(
+    "/system/purge",
+    response_model=PurgeResponse,
+    responses={400: error("INVALID_ARGUMENT: the body is not JSON")},
+)
 async def system_purge(
     services: ServicesDep, _: Admin, body: Annotated[PurgeRequest | None, Body()] = None
 ) -> PurgeResponse:

@@ -111,6 +111,7 @@ class NodeDataService:
             )
         tables: list[pa.Table] = []
         rows = 0
+        problem: str | None = None
         for obj in tabular:
             try:
                 size = await self.storage.size(obj.key)
@@ -120,12 +121,18 @@ class NodeDataService:
                     obj.fmt,  # type: ignore[arg-type]
                     limit - rows,
                 )
-            except (NotTabular, ObjectNotFoundError):
+            except (NotTabular, ObjectNotFoundError) as exc:
+                problem = problem or f"{obj.key}: {exc}"
                 continue
             tables.append(table)
             rows += table.num_rows
             if rows >= limit:
                 break
+        if not tables:
+            raise NotFoundError(
+                f"node {route!r} of run {record.id}: no object could be read as rows ({problem})",
+                error_code="NODE_OUTPUT_NOT_TABULAR",
+            )
         columns, out = to_rows(concat(tables).slice(0, limit))
         return Preview(columns, out, len(tables))
 
