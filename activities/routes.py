@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -19,6 +20,7 @@ from sluice.durations import parse_duration
 from sluice.errors import NON_RETRYABLE_HANDLER_ERRORS
 from sluice.handlers.context import AsyncRouteContext, BatchState, LogEntry, SyncRouteContext
 from sluice.handlers.registry import resolve_handler
+from sluice.logcontext import batch_context, level_number, message_context
 from sluice.messages import Message
 from sluice.services.lineage import record_lineage
 from sluice.spill import load_batch, spill_prefix, write_spill
@@ -50,6 +52,22 @@ def _ledger(info: activity.Info) -> AttemptLedger:
 
 
 LOG_FLUSH_SECONDS = 0.5
+STORED_LEVEL = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}
+
+
+def _sink(state: BatchState) -> Callable[[logging.LogRecord, str | None], None]:
+    """Where a batch's log records go: its buffer of execution logs (shipped while it runs)."""
+
+    def store(record: logging.LogRecord, correlation_id: str | None) -> None:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        if record.stack_info:
+            message += "\n" + record.stack_info
+        level = STORED_LEVEL.get(record.levelno, "error" if record.levelno > logging.WARNING else "debug")
+        state.logs.append(LogEntry(level, message, state.route, correlation_id))
+
+    return store
 
 
 class RouteActivities:
@@ -86,11 +104,14 @@ class RouteActivities:
                 raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
             state.inputs.update(m.object_key for m in messages if m.object_key)
             limit = parse_duration(route.timeout).total_seconds()
+            threshold = level_number(self.deps.settings.handler_log_level)
             try:
                 async with asyncio.timeout(limit):
-                    for message in messages:
-                        await self._invoke(handler, message, state)
-                        state.processed += 1
+                    with batch_context(task.execution_id, route.name, _sink(state), threshold):
+                        for message in messages:
+                            with message_context(message.metadata.correlation_id):
+                                await self._invoke(handler, message, state)
+                            state.processed += 1
             except TimeoutError:
                 raise RouteTimeout(
                     f"the batch took longer than the route's timeout ({route.timeout})"
@@ -139,7 +160,7 @@ class RouteActivities:
             # next attempt in the heartbeat details, so a lost worker in between spends nothing.
             ledger.handler_failures += 1
             activity.heartbeat(ledger.model_dump())
-            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
             state.logs.append(
                 LogEntry("error", f"attempt {info.attempt} failed: {tb}", route.name, None, kind="lifecycle")
             )

@@ -18,6 +18,7 @@ from sluice import __version__
 from sluice.api.auth import redact_access_logs
 from sluice.api.body import BodyGuard
 from sluice.api.deps import Services
+from sluice.api.docs import install_docs
 from sluice.api.errors import CorrelationIdMiddleware, install_error_handlers
 from sluice.api.responses import document_body_errors
 from sluice.api.routes import router
@@ -105,7 +106,10 @@ def create_app(
         version=__version__,
         description="Pipeline orchestration on Temporal: configs, executions, stages and replay.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     redact_access_logs()
     app.add_middleware(BodyGuard)
     if settings.cors_origin_list:

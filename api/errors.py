@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,9 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sluice.errors import SluiceError
+from sluice.logcontext import correlation_id_var
 
 log = logging.getLogger("sluice.api")
-correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 HEADER = "X-Correlation-ID"
 
 _HTTP_CODES = {

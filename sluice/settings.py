@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default=2000, ge=10, description="Activities before an execution continues as new"
     )
     cancel_wait: str = Field(default="15s", description="How long a cancel request waits for the run to stop")
+    handler_log_level: str = Field(
+        default="debug",
+        pattern=r"^(?i:debug|info|warn|warning|error)$",
+        description="Records handler code logs (ctx.log, its own loggers, libraries) are stored from",
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="API and worker stderr logs")
     dry_run_timeout: str = Field(
         default="60s", description="How long a dry run may take before it answers 504 with what finished"
     )

@@ -246,3 +246,36 @@ async def write_table(message, ctx):
             )
         else:
             await ctx.emit(f"part-{part:03d}.json", table.to_pylist())
+
+
+async def log_the_standard_way(message, ctx):
+    """Log as Python code does: %-style args, exc_info, extra, the handler's module logger and a
+    library's logger."""
+    import logging as _logging
+
+    ctx.log.info("collected %s of %d", "item", 3)
+    ctx.log.warning("careful: %s", {"k": 1}, extra={"who": "test"})
+    if ctx.log.isEnabledFor(_logging.DEBUG):
+        ctx.log.debug("debug is on")
+    try:
+        raise KeyError("missing-key")
+    except KeyError:
+        ctx.log.exception("lookup failed for %s", "x")
+    _logging.getLogger("tests.handlers.module").warning("module logger says %s", "hi")
+    _logging.getLogger("somelib.client").error("library error %d", 42)
+    ctx.log("old style still works", "warn")
+    await ctx.emit("done.txt", "ok")
+
+
+def log_from_a_thread(message, ctx):
+    """A plain function (runs in a thread): its module logger is captured too."""
+    import logging as _logging
+
+    _logging.getLogger("tests.handlers.sync").warning("from the thread %s", message.payload.get("n"))
+
+
+async def fail_with_traceback(message, ctx):
+    def inner():
+        raise ValueError("deep problem")
+
+    inner()

@@ -93,15 +93,14 @@ async def _wait_health(url: str, proc: subprocess.Popen[bytes], timeout: float =
 
 
 async def _run_example(http: httpx.AsyncClient) -> dict:
-    """Store and run the docs-ingest example through the API; the execution once it stops running."""
-    config = (
-        await http.post(
-            "/api/v1/configs", content=EXAMPLE.read_text(), headers={"Content-Type": "application/yaml"}
-        )
-    ).json()
-    run = (
-        await http.post(f"/api/v1/configs/{config['id']}/run", json={"base_dir": str(EXAMPLE.parent)})
-    ).json()
+    """Store (or find: one config per pipeline) and run the docs-ingest example through the API;
+    the execution once it stops running."""
+    created = await http.post(
+        "/api/v1/configs", content=EXAMPLE.read_text(), headers={"Content-Type": "application/yaml"}
+    )
+    assert created.status_code in (201, 409), created.text
+    config_id = created.json()["id"] if created.status_code == 201 else created.json()["config_id"]
+    run = (await http.post(f"/api/v1/configs/{config_id}/run", json={"base_dir": str(EXAMPLE.parent)})).json()
     for _ in range(300):
         body = (await http.get(f"/api/v1/executions/{run['id']}")).json()
         if body["status"] != "running":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -120,3 +121,52 @@ async def test_validate_endpoint_returns_report(stack: Stack) -> None:
     report = broken.json()
     assert report["is_valid"] is False and report["issues"][0]["code"] == "E001"
     assert "line" in report["issues"][0]["message"]
+
+
+async def test_one_name_one_pipeline(stack: Stack) -> None:
+    """A pipeline's identity is (namespace, layer, name): a second create is 409 CONFIG_EXISTS
+    naming the existing config; PUT adds a version; renaming onto another pipeline is refused."""
+    first = await stack.create_config(PIPELINE)
+    again = await stack.http.post(
+        "/api/v1/configs", content=PIPELINE, headers={"Content-Type": "application/yaml"}
+    )
+    assert again.status_code == 409 and again.json()["error_code"] == "CONFIG_EXISTS"
+    assert again.json()["config_id"] == first["id"] and first["id"] in again.json()["detail"]
+    other_layer = PIPELINE.replace("layer: silver", "layer: gold")
+    second = await stack.create_config(other_layer)  # same name, another layer: another pipeline
+    renamed = await stack.http.put(
+        f"/api/v1/configs/{second['id']}", content=PIPELINE, headers={"Content-Type": "application/yaml"}
+    )
+    assert renamed.status_code == 409 and renamed.json()["config_id"] == first["id"]
+    versioned = await stack.http.put(
+        f"/api/v1/configs/{first['id']}",
+        content=PIPELINE + "\n# v2\n",
+        headers={"Content-Type": "application/yaml"},
+    )
+    assert versioned.status_code == 200 and versioned.json()["version"] == 2
+    listed = (await stack.http.get("/api/v1/configs", params={"name": first["name"]})).json()
+    assert listed["total"] == 2
+
+
+async def test_a_big_config_does_not_block_the_api(stack: Stack) -> None:
+    """Validating a config near the 1 MiB limit happens off the event loop: /health answers meanwhile."""
+    import time
+
+    routes = "".join(
+        f"  - {{name: r{i}, handler: noop, stage: s{i}, params: {{pad: '{'x' * 40}'}}}}\n"
+        for i in range(9000)
+    )
+    big = f"name: big\nroutes:\n{routes}"
+    assert 500_000 < len(big) < 1_048_576
+    validating = asyncio.create_task(
+        stack.http.post("/api/v1/configs/validate", content=big, headers={"Content-Type": "application/yaml"})
+    )
+    await asyncio.sleep(0.05)
+    slowest = 0.0
+    while not validating.done():
+        t0 = time.perf_counter()
+        assert (await stack.http.get("/health")).status_code == 200
+        slowest = max(slowest, time.perf_counter() - t0)
+        await asyncio.sleep(0.05)
+    assert (await validating).status_code == 200
+    assert slowest < 1.0, f"/health took {slowest:.2f}s while a big config validated"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from sluice.db import models  # noqa: F401 - registers the tables
@@ -34,7 +34,7 @@ TABLES = {
 async def check(engine) -> None:  # type: ignore[no-untyped-def]
     await upgrade(engine)
     await upgrade(engine)  # idempotent: a second start applies nothing
-    assert await current_revision(engine) == "0007"
+    assert await current_revision(engine) == "0008"
     async with engine.connect() as conn:
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         diff = await conn.run_sync(
@@ -63,3 +63,33 @@ async def test_postgres(driver: str) -> None:
             await check(engine)
         finally:
             await engine.dispose()
+
+
+async def test_duplicate_pipelines_are_renamed_before_the_identity_becomes_unique(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = create_engine(Settings(data_dir=tmp_path))
+    try:
+        await upgrade(engine, "0007")
+        async with engine.begin() as conn:
+            for i, updated in enumerate(["2026-01-01", "2026-03-01", "2026-02-01"]):
+                await conn.execute(
+                    text(
+                        "INSERT INTO pipeline_configs (id, name, namespace, layer, version, yaml, config_hash, "
+                        "created_at, updated_at) VALUES (:id, 'orders', 'shop', 'silver', 1, 'name: orders', 'h', "
+                        ":t, :t)"
+                    ),
+                    {"id": f"0000000{i}-aaaa-bbbb-cccc-000000000000", "t": updated},
+                )
+        with caplog.at_level("WARNING", logger="sluice.migrations"):
+            await upgrade(engine)
+        async with engine.connect() as conn:
+            names = dict((await conn.execute(text("SELECT id, name FROM pipeline_configs"))).all())
+        assert names == {
+            "00000001-aaaa-bbbb-cccc-000000000000": "orders",  # the most recently updated keeps the name
+            "00000000-aaaa-bbbb-cccc-000000000000": "orders-00000000",
+            "00000002-aaaa-bbbb-cccc-000000000000": "orders-00000002",
+        }
+        assert sum("is renamed" in r.getMessage() for r in caplog.records) == 2
+    finally:
+        await engine.dispose()

@@ -48,10 +48,12 @@ async def validate_config(request: Request, services: ServicesDep, _: Editor) ->
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ConfigResponse,
-    responses={**INVALID_CONFIG},
+    responses={**INVALID_CONFIG, **CONFLICT},
     openapi_extra=YAML_BODY_OPENAPI,
 )
 async def create_config(request: Request, services: ServicesDep, principal: Editor) -> ConfigResponse:
+    """Store a new pipeline. Its identity is (namespace, layer, name): one that exists already is
+    409 CONFIG_EXISTS naming its `config_id` (PUT /api/v1/configs/{id} adds a version)."""
     text = await read_yaml_body(request)
     record = await services.configs.create(text, created_by=principal.name)
     await services.schedules.sync(record)
@@ -87,7 +89,7 @@ async def get_config(config_id: UUID, services: ServicesDep, _: Viewer) -> Confi
 @router.put(
     "/{config_id}",
     response_model=ConfigResponse,
-    responses={**NOT_FOUND, **INVALID_CONFIG},
+    responses={**NOT_FOUND, **INVALID_CONFIG, **CONFLICT},
     openapi_extra=YAML_BODY_OPENAPI,
 )
 async def update_config(

@@ -18,7 +18,8 @@ def _ts(**kw: Any) -> Any:
 
 class PipelineConfigRecord(SQLModel, table=True):
     __tablename__ = "pipeline_configs"
-    __table_args__ = (sa.Index("ix_pipeline_configs_pipeline", "namespace", "layer", "name"),)
+    # One pipeline per (namespace, layer, name): a new version is a PUT, never a second config.
+    __table_args__ = (sa.Index("ix_pipeline_configs_pipeline", "namespace", "layer", "name", unique=True),)
 
     id: str = Field(primary_key=True, max_length=36)
     name: str = Field(max_length=128)

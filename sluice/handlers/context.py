@@ -1,4 +1,5 @@
-"""What a handler sees: `ctx.read`, `ctx.emit`, `ctx.send`, `ctx.log`, `ctx.params`.
+"""What a handler sees: `ctx.read`, `ctx.emit`, `ctx.send`, `ctx.log` (a standard logger),
+`ctx.params`.
 
 Async handlers get AsyncRouteContext (awaitable methods); plain functions run in a thread and get
 SyncRouteContext, whose methods block on the activity's event loop. Both share one BatchState, so
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from sluice.errors import HandlerUsageError
 from sluice.ids import derived_id
+from sluice.logcontext import HANDLER_LOGGER, level_number
 from sluice.messages import Message, MessageMetadata
 from sluice.services.lineage import Emission
 from sluice.settings import Settings
@@ -30,7 +32,6 @@ T = TypeVar("T")
 MAX_PAYLOAD_BYTES = 64 * 1024
 ROW_COUNT_INLINE = 256 * 1024  # bigger outputs are counted off the event loop
 LEVELS = ("debug", "info", "warn", "error")
-_py_log = logging.getLogger("sluice.handlers")
 
 
 @dataclass
@@ -73,39 +74,23 @@ class BatchState:
         )
 
 
-class RouteLog:
-    """`ctx.log("msg")` or `ctx.log.info("msg")`; stored as execution logs per route."""
+class RouteLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """`ctx.log`: a standard logger (`ctx.log.info("collected %s", key)`, `exc_info`, `stack_info`,
+    `extra`, `exception()`, `isEnabledFor`) named `sluice.handlers.<route>`, whose records are
+    stored as this route's execution logs. `ctx.log("message")` and `ctx.log("message", "warn")`
+    keep working."""
 
-    def __init__(self, state: BatchState, correlation_id: str | None):
-        self._state = state
-        self._correlation_id = correlation_id
+    def __init__(self, route: str, correlation_id: str | None):
+        super().__init__(logging.getLogger(f"{HANDLER_LOGGER}.{route}"), {"correlation_id": correlation_id})
 
-    def __call__(self, message: str, level: str = "info") -> None:
-        level = "warn" if level == "warning" else level
-        if level not in LEVELS:
-            level = "info"
-        self._state.logs.append(LogEntry(level, str(message), self._state.route, self._correlation_id))
-        _py_log.log(
-            {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}.get(level, logging.ERROR),
-            "[%s %s] %s",
-            self._state.execution_id,
-            self._state.route,
-            message,
-        )
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
-    def debug(self, message: str) -> None:
-        self(message, "debug")
+    def __call__(self, message: object, level: str = "info") -> None:
+        self.log(level_number(level), "%s", message)
 
-    def info(self, message: str) -> None:
-        self(message, "info")
-
-    def warning(self, message: str) -> None:
-        self(message, "warn")
-
-    warn = warning
-
-    def error(self, message: str) -> None:
-        self(message, "error")
+    warn = logging.LoggerAdapter.warning
 
 
 class RouteContext:
@@ -114,7 +99,7 @@ class RouteContext:
     def __init__(self, state: BatchState, message: Message):
         self._state = state
         self.message = message
-        self.log = RouteLog(state, message.metadata.correlation_id)
+        self.log = RouteLogger(state.route, message.metadata.correlation_id)
         self._sends = 0
 
     execution_id = property(lambda self: self._state.execution_id)

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from sluice.auth.roles import Role
+from sluice.logcontext import configure_logging
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings, is_loopback
 
@@ -89,14 +90,14 @@ def _stack_options(parser: argparse.ArgumentParser, defaults_free: bool = False)
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings(**({"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}))
     except Exception as exc:
         sys.exit(f"sluice: invalid settings: {exc}")
+    configure_logging(settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command in ("dev", "run", "validate"):
         settings = _with_working_directory(settings)
     handler = {

@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from sluice.activities import ActivityDeps, build_activities
 from sluice.handlers.registry import configure_handlers
+from sluice.logcontext import configure_logging, install_capture
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
@@ -30,6 +31,7 @@ FORCE_EXIT_MARGIN = 5.0
 
 
 def build_worker(client: Client, settings: Settings, deps: ActivityDeps, task_queue: str) -> Worker:
+    install_capture(settings.handler_log_level)  # what handler code logs becomes execution logs
     return Worker(
         client,
         task_queue=task_queue,
@@ -105,5 +107,6 @@ def exit_after(seconds: float) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(Settings(), own_process=True))
+    settings = Settings()
+    configure_logging(settings.log_format)
+    asyncio.run(run_worker(settings, own_process=True))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Generic, NoReturn, TypeVar
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.clock import utcnow
 from sluice.db.models import PipelineConfigRecord, PipelineConfigVersion
-from sluice.errors import ConfigInvalidError, NotFoundError
+from sluice.errors import AlreadyExistsError, ConfigInvalidError, NotFoundError
 from sluice.pipeline_config import PipelineConfig
 from sluice.services.handler_check import HandlerChecker
 from sluice.validation import ValidationOutcome, ValidationReport, validate_yaml, with_issues
@@ -60,7 +62,8 @@ class ConfigService:
     async def validate(self, yaml_text: str) -> ValidationReport:
         """The full report without storing anything: the API's checks, then a worker's import of
         each handler (not cached: nothing a caller only validates should fill the cache)."""
-        outcome = validate_yaml(yaml_text)
+        # Parsing a big config takes a while: off the event loop, so the API keeps answering.
+        outcome = await asyncio.to_thread(validate_yaml, yaml_text)
         if outcome.config is None:
             return outcome.report
         return with_issues(outcome.report, await self.checker.check(outcome.config))
@@ -68,7 +71,7 @@ class ConfigService:
     async def _checked(self, yaml_text: str) -> PipelineConfig:
         """A config fit to store: valid here, and its handlers import on the workers (or could not
         be checked, which is a warning)."""
-        config, report = require_valid(yaml_text)
+        config, report = await asyncio.to_thread(require_valid, yaml_text)
         full = with_issues(report, await self.checker.check(config))
         if not full.is_valid:
             _invalid(full)
@@ -91,11 +94,52 @@ class ConfigService:
             created_by=created_by,
             updated_by=created_by,
         )
+        await self._identity_free(config, None)
         async with self.sessions() as session:
             session.add(record)
             session.add(_version(record))
-            await session.commit()
+            try:
+                await session.commit()
+            except IntegrityError:  # created meanwhile by another request
+                await session.rollback()
+                await self._identity_free(config, None)
+                raise
         return record
+
+    async def find_by_identity(self, namespace: str, layer: str, name: str) -> PipelineConfigRecord | None:
+        async with self.sessions() as session:
+            return (
+                await session.exec(
+                    select(PipelineConfigRecord).where(
+                        PipelineConfigRecord.namespace == namespace,
+                        PipelineConfigRecord.layer == layer,
+                        PipelineConfigRecord.name == name,
+                    )
+                )
+            ).first()
+
+    async def _identity_free(self, config: PipelineConfig, config_id: str | None) -> None:
+        """A pipeline's identity is (namespace, layer, name): 409 CONFIG_EXISTS naming the config
+        that has it (PUT adds a version to that one)."""
+        existing = await self.find_by_identity(config.namespace, config.layer, config.name)
+        if existing is not None and existing.id != config_id:
+            raise AlreadyExistsError(
+                f"pipeline {config.namespace}.{config.layer}.{config.name} already exists as config "
+                f"{existing.id}; PUT /api/v1/configs/{existing.id} stores a new version of it",
+                error_code="CONFIG_EXISTS",
+                extra={"config_id": existing.id},
+            )
+
+    async def apply(self, yaml_text: str, *, by: str | None = None) -> tuple[PipelineConfigRecord, str]:
+        """Create the pipeline, or add a version to the one with the same identity; unchanged YAML
+        stores nothing. Returns (record, "created" | "updated" | "unchanged")."""
+        config, _ = require_valid(yaml_text)
+        existing = await self.find_by_identity(config.namespace, config.layer, config.name)
+        if existing is None:
+            return await self.create(yaml_text, created_by=by), "created"
+        if existing.yaml == yaml_text:
+            return existing, "unchanged"
+        return await self.update(existing.id, yaml_text, updated_by=by), "updated"
 
     async def get(self, config_id: str) -> PipelineConfigRecord:
         async with self.sessions() as session:
@@ -152,6 +196,7 @@ class ConfigService:
     ) -> PipelineConfigRecord:
         await self.get(config_id)  # 404 before the (slower) validation
         config = await self._checked(yaml_text)
+        await self._identity_free(config, str(config_id))
         async with self.sessions() as session:
             record = await session.get(PipelineConfigRecord, str(config_id))
             if record is None:
