@@ -15,6 +15,7 @@ from sluice.db.events import REPLAY_PUBLISHED, lifecycle
 from sluice.db.models import ExecutionRecord
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
+from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_sources import candidate_keys
 from sluice.services.lineage import Emission, record_lineage
 from sluice.spill import spill_prefix, write_spill
@@ -99,6 +100,7 @@ class ReplayActivities:
             spill=ref,
         )
         await self._record(execution_id, spec, listing)
+        REPLAY_OBJECTS_PUBLISHED.labels(spec.to_route).inc(listing.objects_published)
         return listing
 
     async def _insert_lineage(self, execution_id: str, rows: list[Emission]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -22,6 +23,7 @@ from sluice.handlers.context import AsyncRouteContext, BatchState, LogEntry, Syn
 from sluice.handlers.registry import resolve_handler
 from sluice.logcontext import batch_context, level_number, message_context
 from sluice.messages import Message
+from sluice.metrics import MESSAGES_PROCESSED, OBJECTS_WRITTEN, ROUTE_BATCH_SECONDS
 from sluice.services.lineage import record_lineage
 from sluice.spill import load_batch, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
@@ -76,6 +78,26 @@ class RouteActivities:
 
     @activity.defn(name=RUN_ROUTE)
     async def run_route(self, task: RouteTask) -> RouteResult:
+        started = time.perf_counter()
+        outcome = "failure"
+        try:
+            result = await self._run_route(task)
+            outcome = "success"
+            MESSAGES_PROCESSED.labels(task.pipeline, task.route.name).inc(result.processed)
+            OBJECTS_WRITTEN.labels(task.pipeline, task.route.name).inc(result.objects_written)
+            return result
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except ApplicationError as exc:
+            outcome = "worker_shutdown" if exc.type == "WorkerShutdown" else "failure"
+            raise
+        finally:
+            ROUTE_BATCH_SECONDS.labels(task.pipeline, task.route.name, outcome).observe(
+                time.perf_counter() - started
+            )
+
+    async def _run_route(self, task: RouteTask) -> RouteResult:
         info = activity.info()
         route = task.route
         state = BatchState(

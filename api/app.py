@@ -43,6 +43,7 @@ from sluice.services.schedules import ScheduleService
 from sluice.services.system import SystemService
 from sluice.settings import Settings
 from sluice.storage import open_storage
+from sluice.tracing import instrument_app
 
 log = logging.getLogger("sluice.api")
 RECONCILE_EVERY = 30.0
@@ -110,6 +111,7 @@ def create_app(
         redoc_url=None,
     )
     install_docs(app)
+    instrument_app(app, settings)
     redact_access_logs()
     app.add_middleware(BodyGuard)
     if settings.cors_origin_list:

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
         description="Records handler code logs (ctx.log, its own loggers, libraries) are stored from",
     )
     log_format: Literal["text", "json"] = Field(default="text", description="API and worker stderr logs")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Worker: serve Prometheus metrics on this port (unset: off)"
+    )
+    temporal_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Temporal SDK metrics (Prometheus) on this port (unset: off)",
+    )
+    tracing: Literal["none", "otlp", "console"] = Field(
+        default="none", description="OpenTelemetry traces: otlp (OTEL_EXPORTER_OTLP_* settings) or console"
+    )
     dry_run_timeout: str = Field(
         default="60s", description="How long a dry run may take before it answers 504 with what finished"
     )

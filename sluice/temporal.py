@@ -17,9 +17,11 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, TLSConfig
 
 from sluice.settings import Settings
+from sluice.tracing import client_interceptors
 
 SA_PIPELINE = SearchAttributeKey.for_keyword("SluicePipeline")
 SA_CONFIG_ID = SearchAttributeKey.for_keyword("SluiceConfigId")
@@ -47,6 +49,21 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     )
 
 
+_RUNTIMES: dict[int, Runtime] = {}
+
+
+def sdk_runtime(metrics_port: int | None) -> Runtime | None:
+    """The Temporal SDK runtime: with SLUICE_TEMPORAL_METRICS_PORT, its own Prometheus metrics
+    (workflow and activity task latencies, slots, polls) are served on that port. One per port."""
+    if not metrics_port:
+        return None
+    if metrics_port not in _RUNTIMES:
+        _RUNTIMES[metrics_port] = Runtime(
+            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{metrics_port}"))
+        )
+    return _RUNTIMES[metrics_port]
+
+
 async def connect(settings: Settings, *, attempts: int = 1, delay: float = 1.0) -> Client:
     """Connect with the pydantic converter (and TLS / an API key when configured); retry
     `attempts` times (workers wait for Temporal)."""
@@ -61,6 +78,8 @@ async def connect(settings: Settings, *, attempts: int = 1, delay: float = 1.0) 
                 data_converter=pydantic_data_converter,
                 tls=tls,
                 api_key=api_key,
+                interceptors=client_interceptors(settings),
+                runtime=sdk_runtime(settings.temporal_metrics_port),
             )
         except (RuntimeError, RPCError, OSError) as exc:
             last = exc

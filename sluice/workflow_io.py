@@ -104,6 +104,7 @@ class RouteTask(BaseModel):
 
     execution_id: str
     route: RouteConfig
+    pipeline: str = Field(default="", description="The pipeline's name (metrics labels)")
     params: dict[str, Any] = Field(default_factory=dict, description="Pipeline params")
     config_hash: str
     batch: MessageBatch

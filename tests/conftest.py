@@ -117,7 +117,9 @@ async def make_stack(
     """Start worker + API (real HTTP) against the session's Temporal; torn down after the test."""
     exits: list[contextlib.AsyncExitStack] = []
 
-    async def factory(*, database: str = "sqlite", worker: bool = True, **overrides: Any) -> Stack:
+    async def factory(
+        *, database: str = "sqlite", worker: bool = True, client: Client | None = None, **overrides: Any
+    ) -> Stack:
         stack_ctx = contextlib.AsyncExitStack()
         exits.append(stack_ctx)
         data_dir = tmp_path / f"stack-{len(exits)}"
@@ -137,7 +139,8 @@ async def make_stack(
             values["database_schema"] = schema
         values.update(overrides)
         settings = Settings(**values)
-        app = create_app(settings, temporal_client=temporal_env.client)
+        temporal = client or temporal_env.client
+        app = create_app(settings, temporal_client=temporal)
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         )
@@ -157,12 +160,12 @@ async def make_stack(
             deps = ActivityDeps.from_settings(settings)
             stack_ctx.push_async_callback(deps.close)
             for queue in worker_queues(settings):
-                await stack_ctx.enter_async_context(build_worker(temporal_env.client, settings, deps, queue))
-            await pollers_seen(temporal_env.client, worker_queues(settings))
+                await stack_ctx.enter_async_context(build_worker(temporal, settings, deps, queue))
+            await pollers_seen(temporal, worker_queues(settings))
         base_url = f"http://127.0.0.1:{port}"
         http = httpx.AsyncClient(base_url=base_url, timeout=60)
         stack_ctx.push_async_callback(http.aclose)
-        return Stack(settings, base_url, http, temporal_env.client, data_dir / "storage", app)
+        return Stack(settings, base_url, http, temporal, data_dir / "storage", app)
 
     try:
         yield factory

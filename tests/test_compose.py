@@ -452,3 +452,43 @@ def test_dockerignore_keeps_local_state_out_and_sources_in() -> None:
     needed = ["pyproject.toml", "worker.py", "sluice", "api", "workflows", "activities"]
     for path in needed:
         assert not any(fnmatch.fnmatch(path, p) for p in patterns), f".dockerignore drops {path}"
+
+
+def test_prometheus_and_grafana_watch_sluice(services: dict[str, dict[str, Any]]) -> None:
+    """Prometheus scrapes the API and every worker; Grafana's dashboard only graphs metrics that
+    Sluice (or the Temporal SDK) exports."""
+
+    import prometheus_client
+
+    import sluice.metrics  # noqa: F401 - registers Sluice's metrics
+
+    for name in ("prometheus", "grafana"):
+        for volume in services[name].get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./") and not source.endswith("sluice-token"):
+                assert (ROOT / source).exists(), f"{name} mounts a missing {source}"
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert jobs["sluice-api"]["static_configs"][0]["targets"] == ["api:8080"]
+    assert jobs["sluice-worker"]["dns_sd_configs"][0]["port"] == int(
+        sluice_env(services["worker"])["SLUICE_METRICS_PORT"]
+    )
+    assert jobs["temporal-sdk"]["dns_sd_configs"][0]["port"] == int(
+        sluice_env(services["worker"])["SLUICE_TEMPORAL_METRICS_PORT"]
+    )
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "sluice.json").read_text())
+    exported = {
+        sample
+        for family in prometheus_client.REGISTRY.collect()
+        if family.name.startswith("sluice_")
+        for sample in (family.name, family.name + "_total", family.name + "_bucket", family.name + "_count")
+    }
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:sluice|temporal)_[a-z_]+)\b", target["expr"])
+    }
+    sluice_used = {n for n in used if n.startswith("sluice_")}
+    assert sluice_used and sluice_used <= exported, sluice_used - exported
+    assert {"sluice_executions_started_total", "sluice_route_batch_seconds_bucket"} <= used

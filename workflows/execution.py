@@ -231,6 +231,7 @@ class ExecutionWorkflow:
         task = RouteTask(
             execution_id=self._inp.execution_id,
             route=route,
+            pipeline=self._inp.pipeline.name,
             params=self._inp.pipeline.params,
             config_hash=self._inp.config_hash,
             batch=batch,

@@ -20,6 +20,7 @@ from sluice.auth.roles import Role
 from sluice.logcontext import configure_logging
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings, is_loopback
+from sluice.tracing import setup_tracing
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         sys.exit(f"sluice: invalid settings: {exc}")
     configure_logging(settings.log_format)
+    if args.command in ("api", "worker", "dev"):
+        setup_tracing(settings, f"sluice-{args.command}")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("temporalio").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

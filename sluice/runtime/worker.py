@@ -21,9 +21,11 @@ from temporalio.worker import Worker
 from sluice.activities import ActivityDeps, build_activities
 from sluice.handlers.registry import configure_handlers
 from sluice.logcontext import configure_logging, install_capture
+from sluice.metrics import serve as serve_metrics
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
+from sluice.tracing import setup_tracing
 from sluice.workflows import WORKFLOWS
 
 log = logging.getLogger("sluice.worker")
@@ -57,6 +59,7 @@ async def run_worker(
     process is the worker, so a handler that hangs (or forked) cannot keep it alive past the grace
     and a few seconds."""
     configure_handlers(settings)
+    serve_metrics(settings.metrics_port, "worker")
     client = await connect(settings, attempts=60, delay=1.0)
     await ensure_search_attributes(client, settings.temporal_namespace)
     deps = ActivityDeps.from_settings(settings)
@@ -109,4 +112,5 @@ def exit_after(seconds: float) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_format)
+    setup_tracing(settings, "sluice-worker")
     asyncio.run(run_worker(settings, own_process=True))

@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sluice.clock import duration_ms
 from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
+from sluice.metrics import EXECUTIONS_FINISHED
 from sluice.workflow_io import RouteProgress
 
 
@@ -63,6 +64,8 @@ async def close_execution(
         )
     await session.commit()
     await session.refresh(record)
+    if closing and record.trigger != "dry-run":
+        EXECUTIONS_FINISHED.labels(record.pipeline, status).inc()
     return record
 
 

@@ -39,6 +39,7 @@ from sluice.errors import (
 )
 from sluice.ids import derived_id, parse_uuid, uuid7
 from sluice.messages import Message, MessageMetadata
+from sluice.metrics import EXECUTIONS_STARTED, trigger_label
 from sluice.params import check_run_params, substitute
 from sluice.pipeline_config import PipelineConfig
 from sluice.services.closing import close_execution
@@ -463,6 +464,8 @@ class ExecutionService:
                 await session.commit()
             except IntegrityError:
                 raise AlreadyExistsError(f"tag {tag!r} is already used", error_code="TAG_EXISTS") from None
+        if record.trigger != DRY_RUN_TRIGGER:
+            EXECUTIONS_STARTED.labels(record.pipeline, trigger_label(record.trigger)).inc()
 
     async def _free_stale_tag(self, tag: str) -> None:
         """Delete the record holding `tag` if its start died before the workflow existed (the API
@@ -622,6 +625,20 @@ class ExecutionService:
             "start a worker (sluice worker)",
             error_code="PROGRESS_UNAVAILABLE",
         )
+
+    async def running_count(self) -> int:
+        async with self.sessions() as session:
+            return int(
+                (
+                    await session.exec(
+                        select(func.count())
+                        .select_from(ExecutionRecord)
+                        .where(
+                            ExecutionRecord.status == "running", ExecutionRecord.trigger != DRY_RUN_TRIGGER
+                        )
+                    )
+                ).one()
+            )
 
     async def list(
         self, filters: ExecutionFilters, *, sort: str, order: str, limit: int, offset: int
