@@ -8,7 +8,6 @@ and that points at the services defined next to them.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import fnmatch
 import importlib
@@ -137,21 +136,11 @@ def host_port(address: str) -> tuple[str, int]:
 
 
 def sluice_subcommands() -> set[str]:
-    """Subcommands of the real `sluice` CLI (skips while sluice.runtime.cli is not importable yet)."""
-    try:
-        cli = importlib.import_module("sluice.runtime.cli")
-    except ImportError as exc:
-        pytest.skip(f"sluice.runtime.cli is not importable yet: {exc}")
-    build_parser = getattr(cli, "build_parser", None)
-    if build_parser is None:
-        pytest.skip("sluice.runtime.cli has no build_parser() yet")
-    parser = build_parser()
-    return {
-        choice
-        for action in parser._actions
-        if isinstance(action, argparse._SubParsersAction)
-        for choice in action.choices
-    }
+    """Subcommands of the real `sluice` CLI (a Typer app)."""
+    import typer.main
+
+    cli = importlib.import_module("sluice.runtime.cli")
+    return set(typer.main.get_command(cli.app).commands)  # type: ignore[attr-defined]
 
 
 # --- services and images ---------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""`sluice` command line: dev, run, api, worker, validate, migrate."""
+"""`sluice` command line (Typer, with Rich for tables and progress, shell completion via
+`sluice --install-completion`): the stack (dev, run, api, worker, migrate), configs, executions
+and runs as the REST API offers them, tokens, purge."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import getpass
@@ -12,12 +13,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import httpx
+import typer
 
 from sluice.auth.roles import Role
 from sluice.logcontext import configure_logging
+from sluice.runtime.client_commands import register_client_commands
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings, is_loopback
 from sluice.tracing import setup_tracing
@@ -25,95 +29,160 @@ from sluice.tracing import setup_tracing
 DEFAULT_API = "http://127.0.0.1:8080"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sluice", description="Pipeline orchestration on Temporal.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+app = typer.Typer(
+    name="sluice",
+    help="Pipeline orchestration on Temporal. Results go to stdout (tables, or JSON with --json), "
+    "progress and messages to stderr.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+token_app = typer.Typer(help="API tokens (SLUICE_AUTH=token): create, list, revoke", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+register_client_commands(app)
 
-    dev = sub.add_parser("dev", help="run Temporal dev server, a worker and the API in one process tree")
-    _stack_options(dev)
+DataDir = Annotated[Path | None, typer.Option(help="state directory (default SLUICE_DATA_DIR or .sluice)")]
+Json = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 
-    run = sub.add_parser("run", help="run one pipeline YAML end to end and print a summary")
-    run.add_argument("file", type=Path, help="pipeline YAML")
-    run.add_argument("--api", help="use a running Sluice API instead of the embedded stack")
-    run.add_argument("--tag", help="unique tag for the execution")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an init payload field (VALUE parsed as JSON when it can be)",
+
+def _settings(command: str, data_dir: Path | None = None) -> Settings:
+    try:
+        settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    except Exception as exc:
+        raise SystemExit(f"sluice: invalid settings: {exc}") from None
+    configure_logging(settings.log_format)
+    if command in ("api", "worker", "dev"):
+        setup_tracing(settings, f"sluice-{command}")
+    for noisy in ("httpx", "temporalio", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if command in ("dev", "run", "validate"):
+        settings = _with_working_directory(settings)
+    return settings
+
+
+def _exit(code: int) -> None:
+    raise typer.Exit(code)
+
+
+@app.command()
+def dev(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option(help="API port")] = 8080,
+    temporal_port: int = 7233,
+    ui_port: int = 8233,
+) -> None:
+    """Run the Temporal dev server, a worker and the API in one process tree."""
+    args = SimpleNamespace(port=port, temporal_port=temporal_port, ui_port=ui_port)
+    _exit(cmd_dev(args, _settings("dev", data_dir)))  # type: ignore[arg-type]
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="pipeline YAML")],
+    api: Annotated[
+        str | None, typer.Option(help="use a running Sluice API instead of the embedded stack")
+    ] = None,
+    tag: Annotated[str | None, typer.Option(help="unique tag for the execution")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="override an init payload field (VALUE parsed as JSON when it can be)",
+        ),
+    ] = None,
+    skip_init_message: bool = False,
+    timeout: Annotated[float, typer.Option(help="give up (and cancel) after this many seconds")] = 0,
+    json_out: Json = False,
+    data_dir: DataDir = None,
+    port: int | None = None,
+    temporal_port: int | None = None,
+    ui_port: int | None = None,
+) -> None:
+    """Run one pipeline YAML end to end: the execution id on stdout at once (or, with --json, the
+    final execution as JSON), progress on stderr; exit 0 when it completed."""
+    args = SimpleNamespace(
+        file=file,
+        api=api,
+        tag=tag,
+        overrides=overrides or [],
+        skip_init_message=skip_init_message,
+        timeout=timeout,
+        json=json_out,
+        port=port,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
     )
-    run.add_argument("--skip-init-message", action="store_true")
-    run.add_argument("--timeout", type=float, default=0, help="give up (and cancel) after this many seconds")
-    run.add_argument("--json", action="store_true", help="print the final execution as JSON")
-    _stack_options(run, defaults_free=True)
-
-    api = sub.add_parser("api", help="serve the HTTP API (applies database migrations first)")
-    api.add_argument("--host")
-    api.add_argument("--port", type=int)
-
-    worker = sub.add_parser("worker", help="run a Temporal worker (start more to scale out)")
-    worker.add_argument("--task-queue", help="main task queue (default SLUICE_TASK_QUEUE)")
-    worker.add_argument("--extra-queues", help="comma-separated route task queues to poll too")
-
-    validate = sub.add_parser("validate", help="validate a pipeline YAML; exit 1 when invalid")
-    validate.add_argument("file", type=Path)
-    validate.add_argument("--json", action="store_true")
-
-    sub.add_parser("migrate", help="apply database migrations and exit")
-
-    token = sub.add_parser("token", help="API tokens (SLUICE_AUTH=token): create, list, revoke")
-    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    create = token_sub.add_parser("create", help="create a token; it is printed once, as the last line")
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", required=True, choices=[r.value for r in Role])
-    create.add_argument("--expires", help="lifetime, e.g. 90d or 12h (default: never)")
-    listing = token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
-    listing.add_argument("--json", action="store_true")
-    revoke = token_sub.add_parser("revoke", help="revoke a token by name; it stops working at once")
-    revoke.add_argument("name")
-
-    purge = sub.add_parser(
-        "purge", help="delete executions older than N days with their records and stored objects"
-    )
-    purge.add_argument("--days", type=int, default=30, help="age in days (default 30)")
-    purge.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser
+    _exit(cmd_run(args, _settings("run", data_dir)))  # type: ignore[arg-type]
 
 
-def _stack_options(parser: argparse.ArgumentParser, defaults_free: bool = False) -> None:
-    parser.add_argument("--data-dir", type=Path, help="state directory (default SLUICE_DATA_DIR or .sluice)")
-    parser.add_argument("--port", type=int, default=None if defaults_free else 8080, help="API port")
-    parser.add_argument("--temporal-port", type=int, default=None if defaults_free else 7233)
-    parser.add_argument("--ui-port", type=int, default=None if defaults_free else 8233)
+@app.command("api")
+def api_command(host: str | None = None, port: int | None = None) -> None:
+    """Serve the HTTP API (applies database migrations first)."""
+    _exit(cmd_api(SimpleNamespace(host=host, port=port), _settings("api")))  # type: ignore[arg-type]
+
+
+@app.command()
+def worker(
+    task_queue: Annotated[
+        str | None, typer.Option(help="main task queue (default SLUICE_TASK_QUEUE)")
+    ] = None,
+    extra_queues: Annotated[
+        str | None, typer.Option(help="comma-separated route task queues to poll too")
+    ] = None,
+) -> None:
+    """Run a Temporal worker (start more to scale out)."""
+    args = SimpleNamespace(task_queue=task_queue, extra_queues=extra_queues)
+    _exit(cmd_worker(args, _settings("worker")))  # type: ignore[arg-type]
+
+
+@app.command()
+def validate(file: Path, json_out: Json = False) -> None:
+    """Validate a pipeline YAML; exit 1 when invalid."""
+    _exit(cmd_validate(SimpleNamespace(file=file, json=json_out), _settings("validate")))  # type: ignore[arg-type]
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations and exit."""
+    _exit(cmd_migrate(SimpleNamespace(), _settings("migrate")))  # type: ignore[arg-type]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="token name")],
+    role: Annotated[Role, typer.Option(help="viewer, operator, editor or admin")],
+    expires: Annotated[str | None, typer.Option(help="lifetime, e.g. 90d or 12h (default: never)")] = None,
+) -> None:
+    """Create a token; it is printed once, on stdout (the last line)."""
+    args = SimpleNamespace(token_command="create", name=name, role=role.value, expires=expires)
+    _exit(cmd_token(args, _settings("token")))  # type: ignore[arg-type]
+
+
+@token_app.command("list")
+def token_list(json_out: Json = False) -> None:
+    """List tokens (never the tokens themselves)."""
+    _exit(cmd_token(SimpleNamespace(token_command="list", json=json_out), _settings("token")))  # type: ignore[arg-type]
+
+
+@token_app.command("revoke")
+def token_revoke(name: str) -> None:
+    """Revoke a token by name; it stops working at once."""
+    _exit(cmd_token(SimpleNamespace(token_command="revoke", name=name), _settings("token")))  # type: ignore[arg-type]
+
+
+@app.command()
+def purge(
+    days: Annotated[int, typer.Option(help="age in days")] = 30,
+    json_out: Json = False,
+) -> None:
+    """Delete executions older than N days with their records and stored objects (progress bar on
+    stderr, result on stdout)."""
+    _exit(cmd_purge(SimpleNamespace(days=days, json=json_out), _settings("purge")))  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = Settings(**({"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}))
-    except Exception as exc:
-        sys.exit(f"sluice: invalid settings: {exc}")
-    configure_logging(settings.log_format)
-    if args.command in ("api", "worker", "dev"):
-        setup_tracing(settings, f"sluice-{args.command}")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    if args.command in ("dev", "run", "validate"):
-        settings = _with_working_directory(settings)
-    handler = {
-        "dev": cmd_dev,
-        "run": cmd_run,
-        "api": cmd_api,
-        "worker": cmd_worker,
-        "validate": cmd_validate,
-        "migrate": cmd_migrate,
-        "token": cmd_token,
-        "purge": cmd_purge,
-    }[args.command]
-    sys.exit(handler(args, settings))
+    app(args=argv, prog_name="sluice")
 
 
 def _with_working_directory(settings: Settings) -> Settings:
@@ -130,7 +199,7 @@ def _with_working_directory(settings: Settings) -> Settings:
 
 
 # -- dev ---------------------------------------------------------------------------------------
-def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_dev(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.runtime.devstack import Ports, StackError, embedded_stack, serve_until
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port)
@@ -164,7 +233,7 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # -- run ---------------------------------------------------------------------------------------
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_run(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.validation import validate_yaml
 
     args.token = settings.token  # SLUICE_TOKEN, for an API with authentication on
@@ -236,7 +305,7 @@ async def _api_alive(url: str) -> bool:
         return False
 
 
-async def _run_via_api(url: str, yaml_text: str, overrides: dict[str, Any], args: argparse.Namespace) -> int:
+async def _run_via_api(url: str, yaml_text: str, overrides: dict[str, Any], args: SimpleNamespace) -> int:
     headers = {"Authorization": f"Bearer {args.token.get_secret_value()}"} if args.token else {}
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
         try:
@@ -256,6 +325,8 @@ async def _run_via_api(url: str, yaml_text: str, overrides: dict[str, Any], args
             print(f"sluice run: {resp.status_code} {_error_text(resp)}", file=sys.stderr)
             return 2
         execution = resp.json()
+        if not args.json:
+            print(execution["id"], flush=True)  # stdout: what a script captures
         print(
             f"execution {execution['id']} of {config['name']} (config v{config['version']}) started",
             file=sys.stderr,
@@ -299,7 +370,7 @@ async def _upsert_config(http: httpx.AsyncClient, yaml_text: str) -> dict[str, A
     return resp.json()
 
 
-async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: argparse.Namespace) -> int:
+async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: SimpleNamespace) -> int:
     execution_id = execution["id"]
     started = time.monotonic()
     live = sys.stderr.isatty()
@@ -406,7 +477,7 @@ def _print_report(report: dict[str, Any], file: Path | None) -> None:
 
 
 # -- api / worker / validate / migrate -----------------------------------------------------------
-def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_api(args: SimpleNamespace, settings: Settings) -> int:
     import uvicorn
 
     from sluice.api.app import create_app
@@ -441,7 +512,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
 
-def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_worker(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.runtime.worker import run_worker
 
     update: dict[str, Any] = {}
@@ -457,7 +528,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_validate(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.validation import validate_yaml
 
     text = _read_pipeline(args.file, "validate")
@@ -471,7 +542,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report["is_valid"] else 1
 
 
-def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_token(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.auth.tokens import TokenService, is_active
     from sluice.db.engine import create_engine, session_factory
     from sluice.db.migrate import upgrade
@@ -522,7 +593,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(main())
 
 
-def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_purge(args: SimpleNamespace, settings: Settings) -> int:
     """What POST /api/system/purge does, from the operator's shell, with a progress bar on stderr
     and the result on stdout."""
     from rich.console import Console
@@ -566,7 +637,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(main())
 
 
-def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_migrate(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.db.migrate import upgrade_database
 
     print(f"database at revision {asyncio.run(upgrade_database(settings))}")
