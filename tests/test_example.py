@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 from tests.conftest import REPO, Stack
 
@@ -31,6 +33,10 @@ async def test_docs_ingest_end_to_end(stack: Stack) -> None:
     headings = [p.read_text().splitlines()[0] for p in segments]
     assert all(h.startswith("#") for h in headings)
     assert "## Replay" in headings and "### Lineage" not in headings  # max_level: 2 keeps H3 inside
+    # The sidecar the README's walkthrough shows exists under that name.
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    shown = re.search(r"markdown_segmented/(\S+\.meta\.json)", readme)
+    assert shown and (stack.storage_root / execution_id / "markdown_segmented" / shown.group(1)).is_file()
 
     embeddings = stack.objects(execution_id, "embeddings")
     assert len(embeddings) == len(segments)
