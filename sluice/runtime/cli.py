@@ -21,7 +21,7 @@ import typer
 
 from sluice.auth.roles import Role
 from sluice.logcontext import configure_logging
-from sluice.runtime.client_commands import register_client_commands
+from sluice.runtime.client_commands import ApiError, apply_config, register_client_commands
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings, is_loopback
 from sluice.tracing import setup_tracing
@@ -338,36 +338,20 @@ async def _run_via_api(url: str, yaml_text: str, overrides: dict[str, Any], args
 
 
 async def _upsert_config(http: httpx.AsyncClient, yaml_text: str) -> dict[str, Any] | None:
-    """Reuse the stored config when the file is unchanged; store a new version when it changed."""
-    from sluice.validation import validate_yaml
-
-    config = validate_yaml(yaml_text).config
-    assert config is not None
-    found = await http.get(
-        "/api/v1/configs",
-        params={"name": config.name, "namespace": config.namespace, "layer": config.layer, "limit": 1},
-    )
-    found.raise_for_status()
-    items = found.json()["items"]
-    if items and items[0]["config_hash"] == config.config_hash() and items[0]["yaml"] == yaml_text:
-        return items[0]
-    if items:
-        resp = await http.put(
-            f"/api/v1/configs/{items[0]['id']}",
-            content=yaml_text,
-            headers={"Content-Type": "application/yaml"},
+    """`sluice configs apply`: reuse the stored config when the file is unchanged, store a new
+    version of the same pipeline when it changed."""
+    try:
+        config, _ = await apply_config(http, yaml_text)
+    except ApiError as exc:
+        body = (
+            exc.resp.json() if exc.resp.headers.get("content-type", "").startswith("application/json") else {}
         )
-    else:
-        resp = await http.post(
-            "/api/v1/configs", content=yaml_text, headers={"Content-Type": "application/yaml"}
-        )
-    if resp.status_code not in (200, 201):
-        if resp.status_code == 400 and "issues" in resp.json():
-            _print_report(resp.json(), None)
+        if exc.resp.status_code == 400 and "issues" in body:
+            _print_report(body, None)
         else:
-            print(f"sluice run: {resp.status_code} {_error_text(resp)}", file=sys.stderr)
+            print(f"sluice run: {exc}", file=sys.stderr)
         return None
-    return resp.json()
+    return config
 
 
 async def _watch(http: httpx.AsyncClient, execution: dict[str, Any], args: SimpleNamespace) -> int:

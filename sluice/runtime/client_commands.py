@@ -124,30 +124,32 @@ def configs_show(config_id: str, api: ApiUrl = None, json_out: Json = False) -> 
     _run(work, api)
 
 
+async def apply_config(http: httpx.AsyncClient, text: str) -> tuple[dict[str, Any], str]:
+    """Create the pipeline, or add a version to the one with the same (namespace, layer, name);
+    an unchanged file stores nothing. Returns (config, "created" | "updated" | "unchanged")."""
+    headers = {"Content-Type": "application/yaml"}
+    resp = await http.post("/api/v1/configs", content=text, headers=headers)
+    if resp.status_code == 409 and resp.json().get("error_code") == "CONFIG_EXISTS":
+        config_id = resp.json()["config_id"]
+        current = await _call(http, "GET", f"/api/v1/configs/{config_id}")
+        if current["yaml"] == text:
+            return current, "unchanged"
+        return await _call(
+            http, "PUT", f"/api/v1/configs/{config_id}", content=text, headers=headers
+        ), "updated"
+    if resp.status_code >= 400:
+        raise ApiError(resp)
+    return resp.json(), "created"
+
+
 @configs.command("apply")
 def configs_apply(file: Path, api: ApiUrl = None, json_out: Json = False) -> None:
     """Create the pipeline, or add a version to the one with the same (namespace, layer, name);
-    an unchanged file stores nothing."""
+    an unchanged file stores nothing (what `sluice run FILE` does first)."""
     text = file.read_text(encoding="utf-8")
 
     async def work(http: httpx.AsyncClient) -> None:
-        headers = {"Content-Type": "application/yaml"}
-        resp = await http.post("/api/v1/configs", content=text, headers=headers)
-        outcome = "created"
-        if resp.status_code == 409 and resp.json().get("error_code") == "CONFIG_EXISTS":
-            config_id = resp.json()["config_id"]
-            current = await _call(http, "GET", f"/api/v1/configs/{config_id}")
-            if current["yaml"] == text:
-                config, outcome = current, "unchanged"
-            else:
-                config, outcome = (
-                    await _call(http, "PUT", f"/api/v1/configs/{config_id}", content=text, headers=headers),
-                    "updated",
-                )
-        elif resp.status_code >= 400:
-            raise ApiError(resp)
-        else:
-            config = resp.json()
+        config, outcome = await apply_config(http, text)
         err.print(f"{outcome}: {config['namespace']}.{config['layer']}.{config['name']} v{config['version']}")
         _emit({**config, "outcome": outcome}, json_out, ["id", "name", "version", "outcome"])
 
