@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,9 +19,10 @@ async def insert_ignore(
     rows: list[dict[str, Any]],
     *,
     update: tuple[str, ...] = (),
+    keep_set: bool = False,
 ) -> None:
     """Insert rows, skipping those whose primary key exists; with `update`, set those columns of
-    existing rows to the new values instead."""
+    existing rows to the new values instead (`keep_set`: unless the new value is NULL)."""
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
@@ -31,7 +33,13 @@ async def insert_ignore(
         stmt = module.insert(table).values(rows[i : i + _CHUNK])
         if update:
             stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={name: stmt.excluded[name] for name in update}
+                index_elements=keys,
+                set_={
+                    name: func.coalesce(stmt.excluded[name], table.c[name])
+                    if keep_set
+                    else stmt.excluded[name]
+                    for name in update
+                },
             )
         else:
             stmt = stmt.on_conflict_do_nothing()

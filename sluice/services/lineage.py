@@ -79,9 +79,16 @@ async def record_lineage(
         }
         for m in processed
     ]
+    # One row per id (a handler may emit the same key twice; PostgreSQL refuses to update a row
+    # twice in one statement), every row with the same columns.
+    by_id: dict[str, dict[str, Any]] = {r["correlation_id"]: {**r, "processed_at": None} for r in rows}
+    for row in done:
+        by_id[row["correlation_id"]] = row
+    merged = list(by_id.values())
     async with sessions() as session:
-        await insert_ignore(session, LineageRecord, rows)
-        await insert_ignore(session, LineageRecord, done, update=("processed_at",))
+        # One statement: new rows are inserted; on a known id only processed_at may change, and
+        # only to a value (an emission carries none, so it never clears a marker).
+        await insert_ignore(session, LineageRecord, merged, update=("processed_at",), keep_set=True)
         await session.commit()
 
 
