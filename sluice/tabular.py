@@ -96,6 +96,16 @@ def count_rows(data: bytes, fmt: Format) -> int:
         return pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
     if fmt in ("text", "jsonl"):
         return sum(1 for line in data.splitlines() if line.strip())
+    if fmt == "json":  # a count needs no Arrow table: one row per object, as decode() reads it
+        try:
+            value = json.loads(data)
+        except ValueError as exc:
+            raise NotTabular(f"cannot read as json: {exc}") from exc
+        if isinstance(value, dict):
+            return 1
+        if isinstance(value, list):
+            return len(value)
+        raise NotTabular("a JSON scalar is not rows")
     return decode(data, fmt).num_rows
 
 

@@ -302,10 +302,17 @@ class ExecutionLaunch(BaseModel):
     search: dict[str, str] = Field(default_factory=dict, description="Keyword search attributes")
     summary: str = ""
 
-    def search_attributes(self) -> TypedSearchAttributes:
-        return TypedSearchAttributes(
-            [SearchAttributePair(SearchAttributeKey.for_keyword(k), v) for k, v in self.search.items()]
-        )
+    def options(self, summary: str | None = None) -> dict[str, Any]:
+        """The workflow-start options every launcher passes (client start or child workflow);
+        `summary` replaces the default summary shown in the Temporal UI."""
+        return {
+            "id": self.workflow_id,
+            "task_queue": self.task_queue,
+            "search_attributes": TypedSearchAttributes(
+                [SearchAttributePair(SearchAttributeKey.for_keyword(k), v) for k, v in self.search.items()]
+            ),
+            "static_summary": summary or self.summary,
+        }
 
 
 class ExecutionProgress(BaseModel):

@@ -48,6 +48,8 @@ def test_json_object_array_and_lines() -> None:
     lines = b'{"a": 1}\n\n{"a": 2}\n{"a": 3'
     assert decode(lines, "jsonl", truncated=True).column("a").to_pylist() == [1, 2]
     assert count_rows(b'{"a": 1}\n{"a": 2}\n', "jsonl") == 2
+    assert count_rows(b'{"a": 1}', "json") == 1 and count_rows(b'[{"a": 1}, 2, "x"]', "json") == 3
+    assert count_rows(b"[]", "json") == decode(b"[]", "json").num_rows == 0
     with pytest.raises(NotTabular):
         decode(b"42", "json")
     with pytest.raises(NotTabular):

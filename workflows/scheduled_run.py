@@ -50,10 +50,7 @@ class ScheduledRunWorkflow:
         await workflow.execute_child_workflow(
             WORKFLOW_NAME,
             launch.input,
-            id=launch.workflow_id,
-            task_queue=launch.task_queue,
-            search_attributes=launch.search_attributes(),
-            static_summary=f"{launch.summary} ({inp.trigger})",
+            **launch.options(f"{launch.summary} ({inp.trigger})"),
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             result_type=ExecutionSummary,
         )

@@ -85,6 +85,14 @@ def _emit(data: Any, as_json: bool, columns: list[str], rows: list[dict[str, Any
     out.print(table)
 
 
+def _started(record: dict[str, Any], as_json: bool) -> None:
+    """What a command that starts something prints: its id for a shell variable, or all as JSON."""
+    if as_json:
+        _show(record, True)
+    else:
+        print(record["id"])
+
+
 def _show(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, indent=2, default=str))
@@ -241,10 +249,7 @@ def executions_resume(
             f"/api/v1/executions/{execution}/resume",
             json={"config": "latest" if latest else "snapshot"},
         )
-        if json_out:
-            _show(record, True)
-        else:
-            print(record["id"])
+        _started(record, json_out)
 
     _run(work, api)
 
@@ -409,10 +414,7 @@ def runs_trigger(
 
     async def work(http: httpx.AsyncClient) -> None:
         run = await _call(http, "POST", f"/api/pipelines/{pipeline_id}/run", json={"params": params})
-        if json_out:
-            _show(run, True)
-        else:
-            print(run["id"])
+        _started(run, json_out)
 
     _run(work, api)
 
@@ -454,10 +456,7 @@ def runs_resume(run_id: str, latest: bool = False, api: ApiUrl = None, json_out:
         run = await _call(
             http, "POST", f"/api/runs/{run_id}/resume", json={"config": "latest" if latest else "snapshot"}
         )
-        if json_out:
-            _show(run, True)
-        else:
-            print(run["id"])
+        _started(run, json_out)
 
     _run(work, api)
 

@@ -79,10 +79,7 @@ class DryRunService:
             handle = await client.start_workflow(
                 WORKFLOW_NAME,
                 launch.input,
-                id=launch.workflow_id,
-                task_queue=launch.task_queue,
-                search_attributes=launch.search_attributes(),
-                static_summary=f"dry run of {launch.summary}",
+                **launch.options(f"dry run of {launch.summary}"),
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except RPCError as exc:

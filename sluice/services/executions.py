@@ -251,10 +251,7 @@ class ExecutionService:
         # second run of a workflow that already finished.
         conflict = WorkflowIDConflictPolicy.USE_EXISTING if idempotent else WorkflowIDConflictPolicy.FAIL
         options: dict[str, Any] = {
-            "id": launch.workflow_id,
-            "task_queue": launch.task_queue,
-            "search_attributes": launch.search_attributes(),
-            "static_summary": launch.summary,
+            **launch.options(),
             "id_conflict_policy": conflict,
             "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
         }

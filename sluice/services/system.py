@@ -29,6 +29,7 @@ from sluice.db.models import (
     PipelineConfigRecord,
     RouteRunRecord,
 )
+from sluice.pipeline_config import PipelineConfig
 from sluice.services.executions import DRY_RUN_TRIGGER, TERMINAL
 from sluice.services.gateway import TemporalGateway
 from sluice.settings import Settings
@@ -163,8 +164,6 @@ class SystemService:
 
     async def _queues(self) -> list[str]:
         """The main task queue and every route queue the stored configs name."""
-        from sluice.pipeline_config import PipelineConfig
-
         queues = [self.settings.task_queue]
         async with self.sessions() as session:
             for yaml_text in (await session.exec(select(PipelineConfigRecord.yaml))).all():
