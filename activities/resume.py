@@ -37,6 +37,16 @@ INCOMPLETE = "ResumeSourceIncomplete"
 MAX_MISSING_SHOWN = 5
 
 
+def _committed(rows: list[LineageRecord], init_id: str | None) -> list[LineageRecord]:
+    """The rows of batches that finished. A batch producing many messages stores their rows while
+    it runs, before the transaction that marks its input processed: rows whose parent message is
+    not marked belong to a batch that did not finish, which runs again (re-deriving them)."""
+    unfinished = {r.correlation_id for r in rows if r.route != r.source_route and r.processed_at is None}
+    if init_id is not None and init_id not in {r.correlation_id for r in rows}:
+        unfinished.add(init_id)
+    return [r for r in rows if r.parent_correlation_id is None or r.parent_correlation_id not in unfinished]
+
+
 class ResumeActivities:
     def __init__(self, deps: ActivityDeps):
         self.deps = deps
@@ -68,6 +78,8 @@ class ResumeActivities:
             )
         if record is None:
             raise ApplicationError(f"execution {source} not found", type=INCOMPLETE, non_retryable=True)
+        init_id = derived_id(source, "init")
+        rows = _committed(rows, None if record.trigger == "resume" else init_id)
         carry = _Carrier(source, new)
         collect = set(task.collect_routes)
         routes = set(task.routes)
@@ -104,7 +116,6 @@ class ResumeActivities:
             if waiting:
                 pending[row.route].append(carry.message(row, new_row))
 
-        init_id = derived_id(source, "init")
         if record.init_payload is not None and init_id not in handled and record.trigger != "resume":
             # The source's first message never reached a committed batch.
             if task.init_route is None or task.init_route not in routes:

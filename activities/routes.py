@@ -31,14 +31,11 @@ from sluice.workflow_io import (
     RUN_ROUTE,
     SPILL_MESSAGES,
     AttemptLedger,
-    RoutedOutput,
     RouteResult,
     RouteTask,
     SpillRef,
     SpillTask,
 )
-
-SPILL_THRESHOLD = 100
 
 
 class RouteTimeout(TimeoutError):
@@ -111,6 +108,12 @@ class RouteActivities:
             settings=self.deps.settings,
             worker_id=self.deps.worker_id,
             read_prefixes=tuple(f"{e}/" for e in task.read_executions),
+            # Deterministic per activity: a retry overwrites the same pages.
+            spill_prefix=lambda target: spill_prefix(
+                task.execution_id, f"{info.workflow_run_id}-{info.activity_id}-{target}"
+            ),
+            page_sizes=task.spill_page_sizes,
+            store_emissions=lambda chunk: record_lineage(self.deps.sessions, task.execution_id, chunk),
         )
         ledger = _ledger(info)
         state.ledger = ledger
@@ -134,11 +137,12 @@ class RouteActivities:
                             with message_context(message.metadata.correlation_id):
                                 await self._invoke(handler, message, state)
                             state.processed += 1
+                            await state.flush_due()
             except TimeoutError:
                 raise RouteTimeout(
                     f"the batch took longer than the route's timeout ({route.timeout})"
                 ) from None
-            outputs = await self._pack_outputs(task, state)
+            outputs = await state.finish_outputs()
             await record_lineage(
                 self.deps.sessions, state.execution_id, state.emissions, route=route.name, processed=messages
             )
@@ -218,24 +222,6 @@ class RouteActivities:
         elif isinstance(result, list) and all(isinstance(r, dict) for r in result):
             for item in result:
                 ctx._send(item, None)
-
-    async def _pack_outputs(self, task: RouteTask, state: BatchState) -> list[RoutedOutput]:
-        info = activity.info()
-        outputs: list[RoutedOutput] = []
-        for target, messages in state.outputs.items():
-            if len(messages) <= SPILL_THRESHOLD:
-                outputs.append(RoutedOutput(route=target, messages=messages))
-                continue
-            # Deterministic per activity: a retry overwrites the same pages.
-            spill_id = f"{info.workflow_run_id}-{info.activity_id}-{target}"
-            ref = await write_spill(
-                self.deps.storage,
-                spill_prefix(task.execution_id, spill_id),
-                messages,
-                task.spill_page_sizes.get(target, 100),
-            )
-            outputs.append(RoutedOutput(route=target, spill=ref))
-        return outputs
 
     async def _flush_logs(self, state: BatchState) -> None:
         """Store the handler's lines so far; they leave the buffer only once committed (a failed

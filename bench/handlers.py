@@ -74,6 +74,14 @@ async def fanout(message: Any, ctx: Any) -> None:
     ctx.log.info(f"emitted {count} object(s)")
 
 
+async def emit_items(message: Any, ctx: Any) -> None:
+    """Fan-out benchmark (`bench.handlers:emit_items`): store `count` one-byte objects one after the
+    other, the way a handler usually writes its outputs (no gather of its own)."""
+    count = int(message.payload.get("count", ctx.params.get("count", 10)))
+    for i in range(count):
+        await ctx.emit(f"item-{i:06d}.txt", b"x")
+
+
 # -- raw Temporal ------------------------------------------------------------------------------
 @activity.defn(name=RAW_FIRST)
 async def raw_first(payload: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, Iterable
 from sluice.messages import Message
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import INTERNAL_ROOT
-from sluice.workflow_io import MessageBatch, SpillRef
+from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
 
 
 def spill_prefix(execution_id: str, spill_id: str) -> str:
@@ -55,6 +55,50 @@ async def write_spill(
     if buf:
         await flush()
     return SpillRef(prefix=prefix, total=total, page_size=page_size)
+
+
+class OutputSpool:
+    """One target's outputs of a batch, written as spill pages while the handler still emits.
+
+    Up to `inline_limit` messages travel inline (in the activity result); past that, every full
+    page goes to storage at once, so a fan-out of any size holds one page in memory. Page keys are
+    deterministic per activity, so a retry overwrites the same pages.
+    """
+
+    def __init__(self, storage: ObjectStorage, target: str, prefix: str, page_size: int, inline_limit: int):
+        self.storage, self.target, self.prefix = storage, target, prefix
+        self.page_size, self.inline_limit = max(page_size, 1), inline_limit
+        self.buffer: list[Message] = []
+        self.total = 0
+        self.pages = 0
+
+    def add(self, message: Message) -> None:
+        self.buffer.append(message)
+        self.total += 1
+
+    @property
+    def spilling(self) -> bool:
+        return self.total > self.inline_limit
+
+    @property
+    def due(self) -> bool:
+        return self.spilling and len(self.buffer) >= self.page_size
+
+    async def flush(self, final: bool = False) -> None:
+        """Write every full page (and, when `final`, the last partial one)."""
+        while self.spilling and (len(self.buffer) >= self.page_size or (final and self.buffer)):
+            page, self.buffer = self.buffer[: self.page_size], self.buffer[self.page_size :]
+            body = "\n".join(m.model_dump_json() for m in page) + "\n"
+            number, self.pages = self.pages, self.pages + 1
+            await self.storage.put(page_key(self.prefix, number), body.encode(), "application/x-ndjson")
+
+    async def result(self) -> RoutedOutput:
+        if not self.spilling:
+            return RoutedOutput(route=self.target, messages=self.buffer)
+        await self.flush(final=True)
+        return RoutedOutput(
+            route=self.target, spill=SpillRef(prefix=self.prefix, total=self.total, page_size=self.page_size)
+        )
 
 
 async def load_batch(storage: ObjectStorage, batch: MessageBatch) -> list[Message]:

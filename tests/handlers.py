@@ -279,3 +279,13 @@ async def fail_with_traceback(message, ctx):
         raise ValueError("deep problem")
 
     inner()
+
+
+async def fanout_then_fail(message, ctx):
+    """Emit `count` objects, then fail while the file named by the `broken` param exists: a big
+    batch whose outputs were partly stored before it failed."""
+    count = int(message.payload.get("count", 3))
+    for i in range(count):
+        await ctx.emit(f"item-{i:05d}.txt", f"item {i}")
+    if Path(ctx.params["broken"]).exists():
+        raise RuntimeError("broken after emitting")

@@ -157,6 +157,38 @@ async def test_resume_fails_loudly_when_stored_outputs_are_missing(stack: Stack,
     assert "missing" in resumed["error"] and f"{failed['id']}/up/item-00001.txt" in resumed["error"]
 
 
+async def test_resume_after_a_big_batch_failed_sends_each_message_once(stack: Stack, tmp_path: Path) -> None:
+    """A batch emitting thousands of messages stores their lineage and pages while it runs; when it
+    fails afterwards, a resume re-runs it once and sends none of its earlier outputs again."""
+    count = 2500
+    broken = tmp_path / "broken"
+    broken.write_text("yes")
+    config = await stack.create_config(
+        f"""
+name: bigfail
+init_message: {{route: load, payload: {{count: {count}}}}}
+params: {{broken: "{broken}"}}
+routes:
+  - {{name: load, handler: "tests.handlers:fanout_then_fail", stage: raw, next: [sink], retry: {{max_attempts: 1}}}}
+  - {{name: sink, handler: noop}}
+"""
+    )
+    failed = await wait_run(stack, await trigger(stack, config["id"]))
+    assert failed["status"] == "failed" and "broken after emitting" in failed["error"]
+    broken.unlink()
+    resp = await stack.http.post(f"/api/v1/executions/{failed['id']}/resume")
+    assert resp.status_code == 200, resp.text
+    resumed = await stack.wait(resp.json()["id"], timeout=120)
+    assert resumed["status"] == "completed", resumed
+    assert resumed["resume"]["messages_pending"] == {"load": 1}
+    routes = {
+        r["route"]: r
+        for r in (await stack.http.get(f"/api/v1/executions/{resumed['id']}/routes")).json()["routes"]
+    }
+    assert (routes["sink"]["messages_in"], routes["sink"]["messages_processed"]) == (count, count)
+    assert len(stack.objects(resumed["id"], "raw")) == count
+
+
 async def test_an_interrupted_run_resumes(stack: Stack, tmp_path: Path) -> None:
     """A workflow terminated outside Sluice reads as failed (interrupted) and resumes like one."""
     config = await stack.create_config(

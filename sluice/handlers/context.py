@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -22,16 +22,20 @@ from sluice.logcontext import HANDLER_LOGGER, level_number
 from sluice.messages import Message, MessageMetadata
 from sluice.services.lineage import Emission
 from sluice.settings import Settings
+from sluice.spill import OutputSpool
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import is_sidecar, object_key, stage_prefix
 from sluice.storage.stage import encode_data, write_stage_object
 from sluice.tabular import NotTabular, count_rows, format_of
-from sluice.workflow_io import AttemptLedger
+from sluice.workflow_io import AttemptLedger, RoutedOutput
 
 T = TypeVar("T")
 MAX_PAYLOAD_BYTES = 64 * 1024
 ROW_COUNT_INLINE = 256 * 1024  # bigger outputs are counted off the event loop
 LEVELS = ("debug", "info", "warn", "error")
+INLINE_OUTPUTS = 100  # messages per target that travel in the activity result; more are spilled
+DEFAULT_PAGE_SIZE = 100
+EMISSION_CHUNK = 1000  # lineage rows stored while a batch runs, when it produces this many
 
 
 @dataclass
@@ -55,16 +59,52 @@ class BatchState:
     storage: ObjectStorage
     settings: Settings
     worker_id: str
-    outputs: dict[str, list[Message]] = field(default_factory=dict)
+    spill_prefix: Callable[[str], str] = lambda target: ""  # where a target's pages go
+    page_sizes: dict[str, int] = field(default_factory=dict)
+    # Stores lineage rows while the batch runs (big fan-outs); None keeps them for the end.
+    store_emissions: Callable[[list[Emission]], Awaitable[None]] | None = None
+    spools: dict[str, OutputSpool] = field(default_factory=dict)
     emissions: list[Emission] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
-    objects: set[str] = field(default_factory=set)
+    objects: set[int] = field(default_factory=set)  # hashes of the keys stored: small at 100k
     rows_written: int | None = None  # what the handler reported (ctx.rows)
     counted_rows: int | None = None  # rows of its tabular outputs, counted as they are stored
     processed: int = 0
     ledger: AttemptLedger = field(default_factory=AttemptLedger)  # what this batch's attempts spent
     read_prefixes: tuple[str, ...] = ()  # executions whose objects ctx.read may return
     inputs: set[str] = field(default_factory=set)  # object keys the batch's messages carry
+    _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def spool(self, target: str) -> OutputSpool:
+        spool = self.spools.get(target)
+        if spool is None:
+            spool = self.spools[target] = OutputSpool(
+                self.storage,
+                target,
+                self.spill_prefix(target),
+                self.page_sizes.get(target, DEFAULT_PAGE_SIZE),
+                INLINE_OUTPUTS,
+            )
+        return spool
+
+    async def flush_due(self) -> None:
+        """Write what is ready so memory stays flat however much the handler emits: full
+        message pages, and lineage rows in chunks. Serialized: concurrent emits share it."""
+        if not (
+            any(s.due for s in self.spools.values())
+            or (self.store_emissions is not None and len(self.emissions) >= EMISSION_CHUNK)
+        ):
+            return
+        async with self._flushing:
+            for spool in self.spools.values():
+                await spool.flush()
+            if self.store_emissions is not None and len(self.emissions) >= EMISSION_CHUNK:
+                chunk, self.emissions = self.emissions, []
+                await self.store_emissions(chunk)
+
+    async def finish_outputs(self) -> list[RoutedOutput]:
+        async with self._flushing:
+            return [await spool.result() for spool in self.spools.values()]
 
     def readable(self, key: str) -> bool:
         return (
@@ -154,7 +194,7 @@ class RouteContext:
                 "worker": st.worker_id,
             },
         )
-        st.objects.add(key)
+        st.objects.add(hash(key))
         rel_path = key[len(st.execution_id) + len(st.stage) + 2 :]
         out_payload = {**(payload or {}), "object_key": key, "stage": st.stage, "path": rel_path}
         if st.next_routes:
@@ -172,6 +212,7 @@ class RouteContext:
                     meta.replay_batch_id,
                 )
             )
+        await st.flush_due()
         return key
 
     async def _count_rows(self, key: str, body: bytes, content_type: str) -> None:
@@ -210,10 +251,10 @@ class RouteContext:
                 "and pass its object_key"
             )
         meta = self.message.metadata
-        st.outputs.setdefault(target, []).append(
-            Message(
+        st.spool(target).add(
+            Message.model_construct(
                 payload=payload,
-                metadata=MessageMetadata(
+                metadata=MessageMetadata.model_construct(
                     execution_id=st.execution_id,
                     correlation_id=correlation_id,
                     parent_correlation_id=meta.correlation_id,
@@ -265,6 +306,7 @@ class AsyncRouteContext(RouteContext):
     async def send(self, payload: dict[str, Any], to: list[str] | str | None = None) -> None:
         """Message the `next` routes without storing an object."""
         self._send(payload, to)
+        await self._state.flush_due()
 
     def list(self, stage: str | None = None, path: str | None = None) -> AsyncIterator[str]:
         """Keys stored by this execution under a stage (default: this route's), sidecars excluded."""
@@ -299,6 +341,8 @@ class SyncRouteContext(RouteContext):
 
     def send(self, payload: dict[str, Any], to: list[str] | str | None = None) -> None:
         self._send(payload, to)
+        if self._state.needs_flush:
+            self._block(self._state.flush_due())
 
     def list(self, stage: str | None = None, path: str | None = None) -> list[str]:
         async def collect() -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 from sluice.storage.keys import is_sidecar, validate_key
@@ -48,6 +49,25 @@ class ObjectStorage(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
 
+    async def put_with_sidecar(
+        self, key: str, data: bytes, content_type: str, sidecar: str, meta: bytes, sha256: str
+    ) -> bytes | None:
+        """Write an object, then its sidecar (so a sidecar never points at a partial object).
+
+        When the sidecar already records `sha256` and the object exists (a retried batch), nothing
+        is written and the stored sidecar's bytes are returned; None when this call wrote both.
+        Backends override it to do the whole exchange in one round trip where they can.
+        """
+        try:
+            existing = await self.get(sidecar)
+        except ObjectNotFoundError:
+            existing = None
+        if existing is not None and sidecar_records(existing, sha256) and await self.exists(key):
+            return existing
+        await self.put(key, data, content_type)
+        await self.put(sidecar, meta, "application/json")
+        return None
+
     async def get_range(self, key: str, start: int, length: int) -> bytes:
         """`length` bytes from `start` (fewer at the end): previews read the head of big objects."""
         return (await self.get(key))[start : start + length]
@@ -83,3 +103,11 @@ class ObjectStorage(abc.ABC):
     @staticmethod
     def check_key(key: str) -> str:
         return validate_key(key)
+
+
+def sidecar_records(sidecar: bytes, sha256: str) -> bool:
+    """Whether a stored sidecar records this digest (cheap: no model, no full parse needed)."""
+    try:
+        return json.loads(sidecar).get("sha256") == sha256
+    except (ValueError, AttributeError):
+        return False

@@ -52,11 +52,7 @@ async def write_stage_object(
     never points at a missing or partial object.
     """
     digest = hashlib.sha256(data).hexdigest()
-    existing = await read_meta(storage, key)
-    if existing is not None and existing.sha256 == digest and await storage.exists(key):
-        return existing, False
-    await storage.put(key, data, content_type)
-    obj_meta = ObjectMeta(
+    obj_meta = ObjectMeta.model_construct(
         key=key,
         content_type=content_type,
         size=len(data),
@@ -64,8 +60,12 @@ async def write_stage_object(
         created_at=datetime.now(UTC),
         **meta,
     )
-    await storage.put(sidecar_key(key), obj_meta.model_dump_json(indent=2).encode(), "application/json")
-    return obj_meta, True
+    existing = await storage.put_with_sidecar(
+        key, data, content_type, sidecar_key(key), obj_meta.model_dump_json(indent=2).encode(), digest
+    )
+    if existing is None:
+        return obj_meta, True
+    return ObjectMeta.model_validate_json(existing), False
 
 
 def encode_data(data: bytes | str | dict | list, content_type: str | None) -> tuple[bytes, str]:
