@@ -130,6 +130,7 @@ class RouteActivities:
             state.inputs.update(m.object_key for m in messages if m.object_key)
             limit = parse_duration(route.timeout).total_seconds()
             threshold = level_number(self.deps.settings.handler_log_level)
+            handling = time.perf_counter()
             try:
                 async with asyncio.timeout(limit):
                     with batch_context(task.execution_id, route.name, _sink(state), threshold):
@@ -142,6 +143,7 @@ class RouteActivities:
                 raise RouteTimeout(
                     f"the batch took longer than the route's timeout ({route.timeout})"
                 ) from None
+            handled_in = time.perf_counter() - handling
             outputs = await state.finish_outputs()
             await record_lineage(
                 self.deps.sessions, state.execution_id, state.emissions, route=route.name, processed=messages
@@ -153,6 +155,7 @@ class RouteActivities:
                 attempt=info.attempt,
                 handler_failures=ledger.handler_failures,
                 outputs=outputs,
+                seconds=round(handled_in, 6),
             )
         except NON_RETRYABLE_HANDLER_ERRORS as exc:
             state.logs.append(LogEntry("error", f"{type(exc).__name__}: {exc}", route.name, None))

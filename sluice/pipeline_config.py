@@ -43,7 +43,13 @@ class RouteConfig(_Strict):
     concurrency: int = Field(
         default=4, ge=1, le=500, description="Activities of this route in flight at once"
     )
-    batch_size: int = Field(default=10, ge=1, le=1000, description="Messages handled by one activity")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Messages handled by one activity. Unset: adaptive, 10 at first, then sized from "
+        "the route's measured handler time to about a second of work (1-100)",
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout: Duration = Field(default="10m", description="Limit for one activity (one batch)")
     heartbeat_timeout: Duration | None = Field(default=None)

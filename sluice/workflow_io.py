@@ -121,6 +121,9 @@ class RouteResult(BaseModel):
         default=None, description="Attempts the handler failed; the rest of attempt - 1 were worker losses"
     )
     outputs: list[RoutedOutput] = Field(default_factory=list)
+    seconds: float | None = Field(
+        default=None, description="Time the handler spent on the batch's messages (sizes adaptive batches)"
+    )
 
     def spent(self) -> tuple[int, int]:
         """(handler retries, worker losses) behind this result."""

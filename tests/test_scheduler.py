@@ -230,3 +230,27 @@ def test_inline_queues_can_be_swapped_for_spill_pages() -> None:
     s.replace_inline("a", refs)
     assert [e.spill.prefix for e in s.queues["a"]] == ["p/", "q/"]
     assert s.inline_messages("a") == []
+
+
+def test_routes_without_batch_size_size_batches_from_the_handlers_pace() -> None:
+    """Unset `batch_size`: 10 at first; then about a second of the handler's measured work per
+    batch, so a fast handler runs few big activities and a slow one many small ones in parallel."""
+    s = Scheduler("e", [route("fast", concurrency=1), route("slow", concurrency=1)], max_in_flight=100)
+    s.enqueue("fast", QueueEntry(messages=msgs(500)))
+    s.enqueue("slow", QueueEntry(messages=msgs(50)))
+    assert sizes(s.next_batches(T0)) == [("fast", 10), ("slow", 10)]
+    fast = RouteResult(processed=10, seconds=0.0005)  # 50 µs a message
+    slow = RouteResult(processed=10, seconds=5.0)  # half a second a message
+    s.batch_succeeded("fast", fast, T0)
+    s.batch_succeeded("slow", slow, T0)
+    assert sizes(s.next_batches(T0)) == [("fast", 100), ("slow", 2)]
+    # Results without a measured time (workers before this field) keep the size where it is.
+    s.batch_succeeded("fast", RouteResult(processed=100), T0)
+    assert sizes(s.next_batches(T0)) == [("fast", 100)]
+    # An explicit batch_size is what runs, whatever the pace.
+    fixed = Scheduler("e", [route("a", batch_size=7, concurrency=1)], max_in_flight=10)
+    fixed.enqueue("a", QueueEntry(messages=msgs(30)))
+    fixed.next_batches(T0)
+    fixed.batch_succeeded("a", RouteResult(processed=7, seconds=0.0001), T0)
+    assert sizes(fixed.next_batches(T0)) == [("a", 7)]
+    assert fixed.page_size("a") == 105 and s.page_size("fast") == MIN_PAGE

@@ -21,6 +21,11 @@ from sluice.pipeline_config import RouteConfig
 from sluice.workflow_io import CarriedState, MessageBatch, QueueEntry, RouteProgress, RouteResult, SpillRef
 
 MIN_PAGE = 100  # messages per spill page, at least
+# Routes without `batch_size`: the first batches hold AUTO_FIRST_BATCH messages; later ones as many
+# as the handler gets through in about AUTO_BATCH_SECONDS (its measured pace), 1 to AUTO_MAX_BATCH.
+AUTO_FIRST_BATCH = 10
+AUTO_MAX_BATCH = 100
+AUTO_BATCH_SECONDS = 1.0
 ENTRY_LIMIT = 1000  # inline messages per queue entry (keeps slicing a batch off the head cheap)
 
 Outcome = Literal["completed", "failed", "cancelled"]
@@ -61,6 +66,7 @@ class Scheduler:
             self.collect_pending: dict[str, int] = {}
             self.singles: dict[str, deque[MessageBatch]] = {n: deque() for n in self.routes}
         self.in_flight = 0
+        self.pace: dict[str, float] = {}  # seconds per message, of routes sized adaptively
 
     # -- what is left ---------------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -186,7 +192,7 @@ class Scheduler:
             self.progress[name].queued -= 1
             return self.singles[name].popleft()
         queue = self.queues[name]
-        limit = self.routes[name].batch_size
+        limit = self.batch_limit(name)
         head = queue[0]
         if head.spill is not None:
             ref = head.spill
@@ -226,6 +232,9 @@ class Scheduler:
         prog.worker_losses += losses
         prog.messages_out += result.messages_out
         prog.completed_at = now
+        if result.seconds is not None and result.processed and self.routes[name].batch_size is None:
+            pace = result.seconds / result.processed
+            self.pace[name] = pace if name not in self.pace else (self.pace[name] + pace) / 2
         for output in result.outputs:
             if output.spill is not None:
                 self.enqueue(output.route, QueueEntry(spill=output.spill))
@@ -287,9 +296,20 @@ class Scheduler:
             if prog.started_at is not None and prog.completed_at is None:
                 prog.completed_at = now
 
+    def batch_limit(self, name: str) -> int:
+        """The route's `batch_size`, or the adaptive size: a fast handler gets bigger batches (fewer
+        activities), a slow one smaller (more of them in parallel)."""
+        fixed = self.routes[name].batch_size
+        if fixed is not None:
+            return fixed
+        pace = self.pace.get(name)
+        if pace is None:
+            return AUTO_FIRST_BATCH
+        return max(1, min(AUTO_MAX_BATCH, int(AUTO_BATCH_SECONDS / max(pace, 1e-6))))
+
     def page_size(self, name: str) -> int:
         """A whole number of batches per spill page (a batch never spans pages), at least MIN_PAGE."""
-        batch = self.routes[name].batch_size
+        batch = self.routes[name].batch_size or AUTO_MAX_BATCH
         return batch * -(-MIN_PAGE // batch)
 
     def inline_messages(self, name: str) -> list[Message]:

@@ -29,19 +29,18 @@ async def insert_ignore(
     module = postgresql if dialect == "postgresql" else sqlite
     table = model.__table__  # type: ignore[attr-defined]
     keys = [c.name for c in table.primary_key.columns]
+    stmt = module.insert(table)
+    if update:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=keys,
+            set_={
+                name: func.coalesce(stmt.excluded[name], table.c[name]) if keep_set else stmt.excluded[name]
+                for name in update
+            },
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing()
+    # executemany of one cached statement: compiling a many-row VALUES clause cost more than the rows.
     for i in range(0, len(rows), _CHUNK):
-        stmt = module.insert(table).values(rows[i : i + _CHUNK])
-        if update:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys,
-                set_={
-                    name: func.coalesce(stmt.excluded[name], table.c[name])
-                    if keep_set
-                    else stmt.excluded[name]
-                    for name in update
-                },
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing()
-        await session.exec(stmt)  # type: ignore[call-overload]
+        await session.exec(stmt, params=rows[i : i + _CHUNK])  # type: ignore[call-overload]
         await asyncio.sleep(0)  # big inserts must not starve the heartbeat task
