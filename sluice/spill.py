@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Iterable
+from typing import Any
+
+from pydantic_core import to_json
 
 from sluice.messages import Message
 from sluice.storage.base import ObjectStorage
@@ -68,11 +71,11 @@ class OutputSpool:
     def __init__(self, storage: ObjectStorage, target: str, prefix: str, page_size: int, inline_limit: int):
         self.storage, self.target, self.prefix = storage, target, prefix
         self.page_size, self.inline_limit = max(page_size, 1), inline_limit
-        self.buffer: list[Message] = []
+        self.buffer: list[dict[str, Any]] = []  # messages as dicts of Message's shape
         self.total = 0
         self.pages = 0
 
-    def add(self, message: Message) -> None:
+    def add(self, message: dict[str, Any]) -> None:
         self.buffer.append(message)
         self.total += 1
 
@@ -88,13 +91,13 @@ class OutputSpool:
         """Write every full page (and, when `final`, the last partial one)."""
         while self.spilling and (len(self.buffer) >= self.page_size or (final and self.buffer)):
             page, self.buffer = self.buffer[: self.page_size], self.buffer[self.page_size :]
-            body = "\n".join(m.model_dump_json() for m in page) + "\n"
+            body = b"\n".join(to_json(m) for m in page) + b"\n"
             number, self.pages = self.pages, self.pages + 1
-            await self.storage.put(page_key(self.prefix, number), body.encode(), "application/x-ndjson")
+            await self.storage.put(page_key(self.prefix, number), body, "application/x-ndjson")
 
     async def result(self) -> RoutedOutput:
         if not self.spilling:
-            return RoutedOutput(route=self.target, messages=self.buffer)
+            return RoutedOutput.model_validate({"route": self.target, "messages": self.buffer})
         await self.flush(final=True)
         return RoutedOutput(
             route=self.target, spill=SpillRef(prefix=self.prefix, total=self.total, page_size=self.page_size)

@@ -52,6 +52,7 @@ SPILL_CHUNK = 500
 # workflow.patched() ids: behaviour changes that running workflows must not see mid-history.
 CANCELLED_WHILE_PUBLISHING = "cancel-while-publishing-is-cancelled"
 CONTINUE_AFTER_FAILURE = "continue-after-route-failure"
+FINALIZE_LOCALLY = "finalize-as-local-activity"
 ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
 
@@ -387,18 +388,31 @@ class ExecutionWorkflow:
             scheduler.replace_inline(name, spilled)
 
     async def _finalize(self, status: str, error: str | None) -> None:
+        final = FinalizeInput(
+            execution_id=self._inp.execution_id,
+            status=status,
+            error=error,
+            completed_at=workflow.now(),
+            started_at=self._started_at,
+            routes=list(self._scheduler.progress.values()),
+        )
+        retry = RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=0)
+        if workflow.patched(FINALIZE_LOCALLY):
+            # A local activity: the worker that runs the workflow writes the record in the same
+            # workflow task (no activity task round trip through the server for one small write).
+            await workflow.execute_local_activity(
+                FINALIZE_EXECUTION,
+                final,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=retry,
+                summary=f"record {status}",
+            )
+            return
         await workflow.execute_activity(
             FINALIZE_EXECUTION,
-            FinalizeInput(
-                execution_id=self._inp.execution_id,
-                status=status,
-                error=error,
-                completed_at=workflow.now(),
-                started_at=self._started_at,
-                routes=list(self._scheduler.progress.values()),
-            ),
+            final,
             start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=0),
+            retry_policy=retry,
             summary=f"record {status}",
         )
 

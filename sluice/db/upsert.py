@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Table, func
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,21 +28,26 @@ async def insert_ignore(
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    module = postgresql if dialect == "postgresql" else sqlite
-    table = model.__table__  # type: ignore[attr-defined]
-    keys = [c.name for c in table.primary_key.columns]
-    stmt = module.insert(table)
-    if update:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=keys,
-            set_={
-                name: func.coalesce(stmt.excluded[name], table.c[name]) if keep_set else stmt.excluded[name]
-                for name in update
-            },
-        )
-    else:
-        stmt = stmt.on_conflict_do_nothing()
+    stmt = _statement(dialect, model.__table__, update, keep_set)  # type: ignore[attr-defined]
     # executemany of one cached statement: compiling a many-row VALUES clause cost more than the rows.
     for i in range(0, len(rows), _CHUNK):
         await session.exec(stmt, params=rows[i : i + _CHUNK])  # type: ignore[call-overload]
         await asyncio.sleep(0)  # big inserts must not starve the heartbeat task
+
+
+@functools.lru_cache(maxsize=64)
+def _statement(dialect: str, table: Table, update: tuple[str, ...], keep_set: bool) -> Insert:
+    """Built once per shape: building `excluded` proxies every column, which cost more than the
+    insert of a row or two that most batches write."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = module.insert(table)
+    if not update:
+        return stmt.on_conflict_do_nothing()
+    return stmt.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            name: func.coalesce(stmt.excluded[name], table.c[name]) if keep_set else stmt.excluded[name]
+            for name in update
+        },
+    )

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sluice.errors import HandlerUsageError
 from sluice.ids import derived_id
 from sluice.logcontext import HANDLER_LOGGER, level_number
-from sluice.messages import Message, MessageMetadata
+from sluice.messages import Message
 from sluice.services.lineage import Emission
 from sluice.settings import Settings
 from sluice.spill import OutputSpool
@@ -251,17 +251,18 @@ class RouteContext:
                 "and pass its object_key"
             )
         meta = self.message.metadata
+        # A plain dict in Message's shape: validated (in pydantic-core) only if it travels inline.
         st.spool(target).add(
-            Message.model_construct(
-                payload=payload,
-                metadata=MessageMetadata.model_construct(
-                    execution_id=st.execution_id,
-                    correlation_id=correlation_id,
-                    parent_correlation_id=meta.correlation_id,
-                    replay_batch_id=meta.replay_batch_id,
-                    source_route=st.route,
-                ),
-            )
+            {
+                "payload": payload,
+                "metadata": {
+                    "execution_id": st.execution_id,
+                    "correlation_id": correlation_id,
+                    "parent_correlation_id": meta.correlation_id,
+                    "replay_batch_id": meta.replay_batch_id,
+                    "source_route": st.route,
+                },
+            }
         )
         st.emissions.append(
             Emission(

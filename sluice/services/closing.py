@@ -62,8 +62,7 @@ async def close_execution(
                 timestamp=completed_at,
             )
         )
-    await session.commit()
-    await session.refresh(record)
+    await session.commit()  # the record keeps what was just set (sessions do not expire on commit)
     if closing and record.trigger != "dry-run":
         EXECUTIONS_FINISHED.labels(record.pipeline, status).inc()
     return record

@@ -8,6 +8,7 @@ opened later removes what dead writers of this host left behind: nothing survive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import secrets
@@ -20,6 +21,7 @@ from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError
 from sluice.storage.keys import INTERNAL_ROOT, is_sidecar
 
 TMP_DIR = f"{INTERNAL_ROOT}/tmp"
+DIR_CACHE = 4096
 INLINE_WRITE = 64 * 1024  # objects (with their sidecar) up to this size are written on the event loop
 # Unique temporary names without mkstemp's random retries: writer prefix + a process-wide counter
 # started at a random point (two storages of one process share the tmp dir).
@@ -33,6 +35,7 @@ class LocalStorage(ObjectStorage):
         self.tmp = self.root / TMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._writer = f"{socket.gethostname()}-{os.getpid()}-"
+        self._dirs: set[str] = set()  # directories known to exist (skips a mkdir per write)
         sweep_dead_writers(self.tmp)
 
     def _path(self, key: str) -> Path:
@@ -49,22 +52,40 @@ class LocalStorage(ObjectStorage):
     def _temp_name(self) -> str:
         return f"{self.tmp}/{self._writer}{next(_TEMP_NAMES):x}"
 
-    def _put_sync(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _put_sync(self, path: Path | str, data: bytes) -> None:
+        """Write to a temporary file, then rename it into place (readers never see half a file)."""
+        path = os.fspath(path)
+        parent = os.path.dirname(path)
+        if parent not in self._dirs:
+            os.makedirs(parent, exist_ok=True)
+            if len(self._dirs) > DIR_CACHE:
+                self._dirs.clear()
+            self._dirs.add(parent)
         tmp = self._temp_name()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:  # the directory was removed since it was cached
+                os.makedirs(parent, exist_ok=True)
+                os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
 
     async def put_with_sidecar(
         self, key: str, data: bytes, content_type: str, sidecar: str, meta: bytes, sha256: str
     ) -> bytes | None:
-        path, meta_path = self._path(key), self._path(sidecar)
+        root = os.fspath(self.root)
+        path = os.path.join(root, self.check_key(key))
+        meta_path = os.path.join(root, self.check_key(sidecar))
         try:
             if len(data) + len(meta) <= INLINE_WRITE:
                 # A small local write takes less time than handing it to a thread and back; the
@@ -76,14 +97,14 @@ class LocalStorage(ObjectStorage):
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
     def _put_pair_sync(
-        self, path: Path, data: bytes, meta_path: Path, meta: bytes, sha256: str
+        self, path: str, data: bytes, meta_path: str, meta: bytes, sha256: str
     ) -> bytes | None:
-        """One thread hop for the object and its sidecar (a fan-out writes thousands of them)."""
         try:
-            existing = meta_path.read_bytes()
+            with open(meta_path, "rb") as fh:
+                existing: bytes | None = fh.read()
         except (FileNotFoundError, NotADirectoryError):
             existing = None
-        if existing is not None and sidecar_records(existing, sha256) and path.is_file():
+        if existing is not None and sidecar_records(existing, sha256) and os.path.isfile(path):
             return existing
         self._put_sync(path, data)
         self._put_sync(meta_path, meta)

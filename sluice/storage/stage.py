@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_json
 
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage
 from sluice.storage.keys import sidecar_key
@@ -44,28 +45,29 @@ async def read_meta(storage: ObjectStorage, key: str) -> ObjectMeta | None:
 
 async def write_stage_object(
     storage: ObjectStorage, key: str, data: bytes, content_type: str, meta: dict[str, Any]
-) -> tuple[ObjectMeta, bool]:
-    """Write the object then its sidecar; return (meta, written).
+) -> tuple[dict[str, Any], bool]:
+    """Write the object then its sidecar; return (the sidecar's fields, written).
 
     Idempotent: when the sidecar already records the same bytes (a retried activity), nothing is
     rewritten and the original created_at survives. The sidecar is written last, so a sidecar
-    never points at a missing or partial object.
+    never points at a missing or partial object. The sidecar is built as a dict in ObjectMeta's
+    shape (read back with `read_meta`): a fan-out writes thousands of them.
     """
     digest = hashlib.sha256(data).hexdigest()
-    obj_meta = ObjectMeta.model_construct(
-        key=key,
-        content_type=content_type,
-        size=len(data),
-        sha256=digest,
-        created_at=datetime.now(UTC),
+    fields = {
+        "key": key,
         **meta,
-    )
+        "content_type": content_type,
+        "size": len(data),
+        "sha256": digest,
+        "created_at": datetime.now(UTC),
+    }
     existing = await storage.put_with_sidecar(
-        key, data, content_type, sidecar_key(key), obj_meta.model_dump_json(indent=2).encode(), digest
+        key, data, content_type, sidecar_key(key), to_json(fields, indent=2), digest
     )
     if existing is None:
-        return obj_meta, True
-    return ObjectMeta.model_validate_json(existing), False
+        return fields, True
+    return json.loads(existing), False
 
 
 def encode_data(data: bytes | str | dict | list, content_type: str | None) -> tuple[bytes, str]:
