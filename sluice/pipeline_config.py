@@ -48,7 +48,7 @@ class RouteConfig(_Strict):
         ge=1,
         le=1000,
         description="Messages handled by one activity. Unset: adaptive, 10 at first, then sized from "
-        "the route's measured handler time to about a second of work (1-100)",
+        "the route's measured handler time to about a second of work (1-500; 100 for inline messages)",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeout: Duration = Field(default="10m", description="Limit for one activity (one batch)")

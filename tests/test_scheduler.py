@@ -9,7 +9,7 @@ import pytest
 from sluice.messages import Message, MessageMetadata
 from sluice.pipeline_config import RouteConfig
 from sluice.workflow_io import CarriedState, QueueEntry, RoutedOutput, RouteResult, SpillRef
-from sluice.workflows.scheduler import ENTRY_LIMIT, MIN_PAGE, Scheduler
+from sluice.workflows.scheduler import AUTO_MAX_BATCH, ENTRY_LIMIT, Scheduler
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -109,7 +109,7 @@ def test_page_size_is_a_whole_number_of_batches() -> None:
     s = Scheduler("e", [route("a", batch_size=30), route("b", batch_size=500), route("c")], max_in_flight=1)
     assert s.page_size("a") == 120
     assert s.page_size("b") == 500
-    assert s.page_size("c") == MIN_PAGE
+    assert s.page_size("c") == AUTO_MAX_BATCH  # adaptive: a page is the largest batch
 
 
 def test_collect_route_runs_once_after_all_upstream_is_idle() -> None:
@@ -243,7 +243,7 @@ def test_routes_without_batch_size_size_batches_from_the_handlers_pace() -> None
     slow = RouteResult(processed=10, seconds=5.0)  # half a second a message
     s.batch_succeeded("fast", fast, T0)
     s.batch_succeeded("slow", slow, T0)
-    assert sizes(s.next_batches(T0)) == [("fast", 100), ("slow", 2)]
+    assert sizes(s.next_batches(T0)) == [("fast", 100), ("slow", 2)]  # inline: at most 100
     # Results without a measured time (workers before this field) keep the size where it is.
     s.batch_succeeded("fast", RouteResult(processed=100), T0)
     assert sizes(s.next_batches(T0)) == [("fast", 100)]
@@ -253,4 +253,14 @@ def test_routes_without_batch_size_size_batches_from_the_handlers_pace() -> None
     fixed.next_batches(T0)
     fixed.batch_succeeded("a", RouteResult(processed=7, seconds=0.0001), T0)
     assert sizes(fixed.next_batches(T0)) == [("a", 7)]
-    assert fixed.page_size("a") == 105 and s.page_size("fast") == MIN_PAGE
+    assert fixed.page_size("a") == 105 and s.page_size("fast") == AUTO_MAX_BATCH
+    # Messages in spill pages (a big fan-out's) go a whole page at a time once the pace allows.
+    paged = Scheduler("e", [route("sink", concurrency=2)], max_in_flight=10)
+    paged.enqueue("sink", QueueEntry(spill=SpillRef(prefix="p/", total=1200, page_size=AUTO_MAX_BATCH)))
+    first = paged.next_batches(T0)
+    assert sizes(first) == [("sink", 10), ("sink", 10)]
+    paged.batch_succeeded("sink", RouteResult(processed=10, seconds=0.001), T0)
+    assert [(b.page, b.start, b.count) for _, b in paged.next_batches(T0)] == [(0, 20, 480)]
+    paged.batch_succeeded("sink", RouteResult(processed=10, seconds=0.001), T0)
+    paged.batch_succeeded("sink", RouteResult(processed=480, seconds=0.01), T0)
+    assert [(b.page, b.start, b.count) for _, b in paged.next_batches(T0)] == [(1, 0, 500), (2, 0, 200)]

@@ -48,6 +48,7 @@ def test_the_recorded_scenarios_are_all_there() -> None:
         "graceful_cancel",
         "backfill",
         "scheduled_run",
+        "adaptive_local_finalize",
     }
 
 

@@ -23,8 +23,11 @@ from sluice.workflow_io import CarriedState, MessageBatch, QueueEntry, RouteProg
 MIN_PAGE = 100  # messages per spill page, at least
 # Routes without `batch_size`: the first batches hold AUTO_FIRST_BATCH messages; later ones as many
 # as the handler gets through in about AUTO_BATCH_SECONDS (its measured pace), 1 to AUTO_MAX_BATCH.
+# Batches read from spill pages go up to a page (AUTO_MAX_BATCH, the page size of such routes);
+# batches of inline messages, which travel in the activity's input, stay within AUTO_MAX_INLINE.
 AUTO_FIRST_BATCH = 10
-AUTO_MAX_BATCH = 100
+AUTO_MAX_BATCH = 500
+AUTO_MAX_INLINE = 100
 AUTO_BATCH_SECONDS = 1.0
 ENTRY_LIMIT = 1000  # inline messages per queue entry (keeps slicing a batch off the head cheap)
 
@@ -208,6 +211,8 @@ class Scheduler:
                 start=start,
                 count=count,
             )
+        if self.routes[name].batch_size is None:
+            limit = min(limit, AUTO_MAX_INLINE)
         taken: list[Message] = []
         while queue and queue[0].messages is not None and len(taken) < limit:
             entry = queue[0]

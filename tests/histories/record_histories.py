@@ -206,3 +206,22 @@ async def test_record_seed_002(make_stack, tmp_path: Path) -> None:
             break
     else:
         raise AssertionError("no completed scheduled run to record")
+
+
+ADAPTIVE = """
+name: adaptive
+init_message: {route: load, payload: {count: 250}}
+routes:
+  - {name: load, handler: tests.handlers:fanout, stage: raw, next: [copy]}
+  - {name: copy, handler: tests.handlers:copy, stage: copied}
+"""
+
+
+async def test_record_throughput(make_stack) -> None:
+    """A fan-out streamed into spill pages, copied by a route that sizes its batches from its
+    handler's pace, and the final record written by a local activity."""
+    stack: Stack = await make_stack()
+    adaptive = await stack.create_config(ADAPTIVE)
+    run = (await stack.run(adaptive["id"])).json()
+    assert (await _finished(stack, run["id"]))["status"] == "completed"
+    await _save(stack, "adaptive_local_finalize", run["id"])
