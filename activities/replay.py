@@ -7,6 +7,7 @@ size costs the workflow one small result.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from temporalio import activity
 
@@ -14,7 +15,6 @@ from sluice.activities.deps import ActivityDeps
 from sluice.db.events import REPLAY_PUBLISHED, lifecycle
 from sluice.db.models import ExecutionRecord
 from sluice.ids import derived_id
-from sluice.messages import Message, MessageMetadata
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_sources import candidate_keys
 from sluice.services.lineage import Emission, record_lineage
@@ -39,7 +39,7 @@ class ReplayActivities:
         errors: list[str] = []
         lineage: list[Emission] = []
 
-        async def messages() -> AsyncIterator[Message]:
+        async def messages() -> AsyncIterator[dict[str, Any]]:
             async for chunk in _chunks(
                 candidate_keys(spec, self.deps.storage, self.deps.sessions), CHECK_CONCURRENCY
             ):
@@ -74,16 +74,16 @@ class ReplayActivities:
                     )
                     if len(lineage) >= LINEAGE_CHUNK:
                         await self._insert_lineage(execution_id, lineage)
-                    yield Message(
-                        payload=payload,
-                        metadata=MessageMetadata(
-                            execution_id=execution_id,
-                            correlation_id=correlation_id,
-                            replay_batch_id=spec.replay_batch_id,
-                            source_route=None,
-                            **({"replay_metadata": spec.metadata} if spec.metadata else {}),
-                        ),
-                    )
+                    metadata = {
+                        "execution_id": execution_id,
+                        "correlation_id": correlation_id,
+                        "parent_correlation_id": None,
+                        "replay_batch_id": spec.replay_batch_id,
+                        "source_route": None,
+                    }
+                    if spec.metadata:
+                        metadata["replay_metadata"] = spec.metadata
+                    yield {"payload": payload, "metadata": metadata}  # a Message, as its page line
 
         ref = await write_spill(
             self.deps.storage,

@@ -29,17 +29,17 @@ def page_key(prefix: str, page: int) -> str:
 async def write_spill(
     storage: ObjectStorage,
     prefix: str,
-    messages: Iterable[Message] | AsyncIterable[Message],
+    messages: Iterable[Message | dict[str, Any]] | AsyncIterable[Message | dict[str, Any]],
     page_size: int,
 ) -> SpillRef:
-    """Write messages page by page; memory holds one page at a time."""
+    """Write messages (models, or dicts of Message's shape) page by page; memory holds one page."""
     total, page, buf = 0, 0, []
 
     async def flush() -> None:
         nonlocal page, buf
-        body = "\n".join(m.model_dump_json() for m in buf) + "\n"
+        body = b"\n".join(to_json(m) for m in buf) + b"\n"
         await asyncio.sleep(0)  # let heartbeats through between pages
-        await storage.put(page_key(prefix, page), body.encode(), "application/x-ndjson")
+        await storage.put(page_key(prefix, page), body, "application/x-ndjson")
         page += 1
         buf = []
 

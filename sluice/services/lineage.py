@@ -7,7 +7,7 @@ graph or one object's ancestry across replays (`LineageService`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_jsonable_python
@@ -56,12 +56,18 @@ async def record_lineage(
     now = utcnow()
     rows = [
         {
-            **asdict(e),
+            "correlation_id": e.correlation_id,
+            "parent_correlation_id": e.parent_correlation_id,
+            "route": e.route,
+            "source_route": e.source_route,
+            "stage": e.stage,
+            "object_key": e.object_key,
+            "replay_batch_id": e.replay_batch_id,
             "execution_id": execution_id,
             "created_at": now,
             "payload": to_jsonable_python(e.payload),
         }
-        for e in emissions
+        for e in emissions  # fields by hand: dataclasses.asdict deep-copies every payload
     ]
     done = [
         {
