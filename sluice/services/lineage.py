@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,6 +24,7 @@ from sluice.messages import Message
 from sluice.pipeline_config import PipelineConfig
 
 MAX_ANCESTRY = 1000
+MARK_CHUNK = 500
 
 
 @dataclass
@@ -69,33 +72,47 @@ async def record_lineage(
         }
         for e in emissions  # fields by hand: dataclasses.asdict deep-copies every payload
     ]
-    done = [
-        {
-            "correlation_id": m.metadata.correlation_id,
-            "execution_id": execution_id,
-            "parent_correlation_id": m.metadata.parent_correlation_id,
-            "route": route,
-            "source_route": m.metadata.source_route,
-            "stage": _stage_of(m),
-            "object_key": m.object_key,
-            "replay_batch_id": m.metadata.replay_batch_id,
-            "payload": to_jsonable_python(m.payload),
-            "created_at": now,
-            "processed_at": now,
-        }
-        for m in processed
-    ]
-    # One row per id (a handler may emit the same key twice; PostgreSQL refuses to update a row
-    # twice in one statement), every row with the same columns.
-    by_id: dict[str, dict[str, Any]] = {r["correlation_id"]: {**r, "processed_at": None} for r in rows}
-    for row in done:
-        by_id[row["correlation_id"]] = row
-    merged = list(by_id.values())
     async with sessions() as session:
-        # One statement: new rows are inserted; on a known id only processed_at may change, and
-        # only to a value (an emission carries none, so it never clears a marker).
-        await insert_ignore(session, LineageRecord, merged, update=("processed_at",), keep_set=True)
+        if rows:
+            # An emission already stored (a retried batch) is left as it is.
+            unique = list({r["correlation_id"]: r for r in rows}.values())
+            await insert_ignore(session, LineageRecord, unique)
+        if processed and await _mark(session, processed, now) < len(processed):
+            # Some handled message had no row yet (an execution's first message): insert them
+            # marked; on a known id only processed_at changes.
+            done = {
+                m.metadata.correlation_id: {
+                    "correlation_id": m.metadata.correlation_id,
+                    "execution_id": execution_id,
+                    "parent_correlation_id": m.metadata.parent_correlation_id,
+                    "route": route,
+                    "source_route": m.metadata.source_route,
+                    "stage": _stage_of(m),
+                    "object_key": m.object_key,
+                    "replay_batch_id": m.metadata.replay_batch_id,
+                    "payload": to_jsonable_python(m.payload),
+                    "created_at": now,
+                    "processed_at": now,
+                }
+                for m in processed
+            }
+            await insert_ignore(session, LineageRecord, list(done.values()), update=("processed_at",))
         await session.commit()
+
+
+async def _mark(session: AsyncSession, processed: Sequence[Message], now: datetime) -> int:
+    """Set processed_at on the rows of handled messages (each was stored when it was sent);
+    returns how many rows it found. Cheaper than upserting whole rows again."""
+    ids = list(dict.fromkeys(m.metadata.correlation_id for m in processed))
+    found = 0
+    for i in range(0, len(ids), MARK_CHUNK):
+        result = await session.exec(  # type: ignore[call-overload]
+            update(LineageRecord)
+            .where(col(LineageRecord.correlation_id).in_(ids[i : i + MARK_CHUNK]))
+            .values(processed_at=now)
+        )
+        found += result.rowcount
+    return found + (len(processed) - len(ids))  # duplicates in a batch count as found
 
 
 def _stage_of(message: Message) -> str | None:
