@@ -9,6 +9,7 @@ the activity collects every output of a batch in one place.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -139,8 +140,12 @@ class RouteContext:
     def __init__(self, state: BatchState, message: Message):
         self._state = state
         self.message = message
-        self.log = RouteLogger(state.route, message.metadata.correlation_id)
         self._sends = 0
+
+    @functools.cached_property
+    def log(self) -> RouteLogger:
+        """Made when a handler first logs: most messages of a fast route never do."""
+        return RouteLogger(self._state.route, self.message.metadata.correlation_id)
 
     execution_id = property(lambda self: self._state.execution_id)
     route = property(lambda self: self._state.route)

@@ -110,6 +110,7 @@ async def _mark(session: AsyncSession, processed: Sequence[Message], now: dateti
             update(LineageRecord)
             .where(col(LineageRecord.correlation_id).in_(ids[i : i + MARK_CHUNK]))
             .values(processed_at=now)
+            .execution_options(synchronize_session=False)  # no ORM objects to keep in step
         )
         found += result.rowcount
     return found + (len(processed) - len(ids))  # duplicates in a batch count as found
