@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.db.engine import create_engine, session_factory
+from sluice.services.lineage import LineageWriter
 from sluice.settings import Settings
 from sluice.storage import ObjectStorage, open_storage
 
@@ -21,6 +22,10 @@ class ActivityDeps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}@{socket.gethostname()}")
+    lineage: LineageWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lineage = LineageWriter(self.sessions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ActivityDeps:

@@ -17,7 +17,7 @@ from sluice.db.models import ExecutionRecord
 from sluice.ids import derived_id
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_sources import candidate_keys
-from sluice.services.lineage import Emission, record_lineage
+from sluice.services.lineage import Emission
 from sluice.spill import spill_prefix, write_spill
 from sluice.storage.keys import stage_prefix, validate_key
 from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec, execution_id_of
@@ -104,7 +104,7 @@ class ReplayActivities:
         return listing
 
     async def _insert_lineage(self, execution_id: str, rows: list[Emission]) -> None:
-        await record_lineage(self.deps.sessions, execution_id, rows)
+        await self.deps.lineage.record(execution_id, list(rows))
         rows.clear()
 
     async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:

@@ -24,7 +24,6 @@ from sluice.handlers.registry import resolve_handler
 from sluice.logcontext import batch_context, level_number, message_context
 from sluice.messages import Message
 from sluice.metrics import MESSAGES_PROCESSED, OBJECTS_WRITTEN, ROUTE_BATCH_SECONDS
-from sluice.services.lineage import record_lineage
 from sluice.spill import load_batch, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.workflow_io import (
@@ -113,7 +112,7 @@ class RouteActivities:
                 task.execution_id, f"{info.workflow_run_id}-{info.activity_id}-{target}"
             ),
             page_sizes=task.spill_page_sizes,
-            store_emissions=lambda chunk: record_lineage(self.deps.sessions, task.execution_id, chunk),
+            store_emissions=lambda chunk: self.deps.lineage.record(task.execution_id, chunk),
         )
         ledger = _ledger(info)
         state.ledger = ledger
@@ -145,8 +144,8 @@ class RouteActivities:
                 ) from None
             handled_in = time.perf_counter() - handling
             outputs = await state.finish_outputs()
-            await record_lineage(
-                self.deps.sessions, state.execution_id, state.emissions, route=route.name, processed=messages
+            await self.deps.lineage.record(
+                state.execution_id, state.emissions, route=route.name, processed=messages
             )
             return RouteResult(
                 processed=state.processed,

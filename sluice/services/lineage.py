@@ -1,11 +1,12 @@
 """Lineage: every message and stored object with the message it came from.
 
-Written by route batches and replay publishing (`record_lineage`), read as an execution's message
+Written by route batches and replay publishing (`LineageWriter`), read as an execution's message
 graph or one object's ancestry across replays (`LineageService`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,24 +42,72 @@ class Emission:
     payload: dict[str, Any] | None = None
 
 
-async def record_lineage(
-    sessions: async_sessionmaker[AsyncSession],
-    execution_id: str,
-    emissions: Sequence[Emission],
-    *,
-    route: str | None = None,
-    processed: Sequence[Message] = (),
-) -> None:
+@dataclass
+class LineageBatch:
+    """What one batch (or a chunk of a fan-out or a replay's publishing) records: the messages and
+    objects it produced, and the messages `route` handled."""
+
+    execution_id: str
+    emissions: Sequence[Emission]
+    route: str | None = None
+    processed: Sequence[Message] = ()
+
+
+class LineageWriter:
+    """Group commit: batches finishing at the same time on one worker share one transaction.
+
+    Each caller waits for the commit that holds its rows, so a batch still counts as recorded
+    only once its rows are durable; while one transaction is written, the next callers queue up
+    and go together in the following one (with many small batches, per-transaction overhead is
+    what costs).
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self.sessions = sessions
+        self._queue: list[tuple[LineageBatch, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(
+        self,
+        execution_id: str,
+        emissions: Sequence[Emission],
+        *,
+        route: str | None = None,
+        processed: Sequence[Message] = (),
+    ) -> None:
+        if not emissions and not processed:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((LineageBatch(execution_id, emissions, route, processed), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="sluice-lineage-writer")
+        await asyncio.shield(done)  # a cancelled caller's rows are still written (or not) whole
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                await write_lineage(self.sessions, [batch for batch, _ in group])
+            except Exception as exc:
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                        done.exception()  # retrieved: a caller cancelled meanwhile logs nothing
+            else:
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+
+
+async def write_lineage(sessions: async_sessionmaker[AsyncSession], batches: Sequence[LineageBatch]) -> None:
     """Insert-or-ignore by correlation id: a retried batch re-derives the same ids, so no duplicates.
 
-    `processed` are the messages `route` just handled: they are marked in the same transaction as
-    what they produced, so a message is either handled with all its outputs recorded or not at all
-    (what a resume relies on)."""
-    if not emissions and not processed:
-        return
+    The messages a batch handled are marked in the same transaction as what they produced, so a
+    message is either handled with all its outputs recorded or not at all (what a resume relies
+    on)."""
     now = utcnow()
-    rows = [
-        {
+    rows = {
+        e.correlation_id: {
             "correlation_id": e.correlation_id,
             "parent_correlation_id": e.parent_correlation_id,
             "route": e.route,
@@ -66,26 +115,27 @@ async def record_lineage(
             "stage": e.stage,
             "object_key": e.object_key,
             "replay_batch_id": e.replay_batch_id,
-            "execution_id": execution_id,
+            "execution_id": batch.execution_id,
             "created_at": now,
             "payload": to_jsonable_python(e.payload),
         }
-        for e in emissions  # fields by hand: dataclasses.asdict deep-copies every payload
-    ]
+        for batch in batches
+        for e in batch.emissions  # fields by hand: dataclasses.asdict deep-copies every payload
+    }
+    handled = [(batch, m) for batch in batches for m in batch.processed]
     async with sessions() as session:
         if rows:
             # An emission already stored (a retried batch) is left as it is.
-            unique = list({r["correlation_id"]: r for r in rows}.values())
-            await insert_ignore(session, LineageRecord, unique)
-        if processed and await _mark(session, processed, now) < len(processed):
+            await insert_ignore(session, LineageRecord, list(rows.values()))
+        if handled and await _mark(session, [m for _, m in handled], now) < len(handled):
             # Some handled message had no row yet (an execution's first message): insert them
             # marked; on a known id only processed_at changes.
             done = {
                 m.metadata.correlation_id: {
                     "correlation_id": m.metadata.correlation_id,
-                    "execution_id": execution_id,
+                    "execution_id": batch.execution_id,
                     "parent_correlation_id": m.metadata.parent_correlation_id,
-                    "route": route,
+                    "route": batch.route,
                     "source_route": m.metadata.source_route,
                     "stage": _stage_of(m),
                     "object_key": m.object_key,
@@ -94,7 +144,7 @@ async def record_lineage(
                     "created_at": now,
                     "processed_at": now,
                 }
-                for m in processed
+                for batch, m in handled
             }
             await insert_ignore(session, LineageRecord, list(done.values()), update=("processed_at",))
         await session.commit()
