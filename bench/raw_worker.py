@@ -1,7 +1,7 @@
 """Worker process for the raw-Temporal baseline: `python -m bench.raw_worker --address HOST:PORT`.
 
-Serves the baselines of both benchmarks (bench_executions.py and bench_replay.py). Started by
-bench.stack.bench_stack the same way the embedded stack starts Sluice's worker: its own
+Serves the baselines of the benchmarks (bench_executions.py, bench_replay.py, compare_peers.py).
+Started by bench.stack.bench_stack the same way the embedded stack starts Sluice's worker: its own
 process, one temporalio Worker, pydantic data converter, SIGTERM stops it gracefully.
 """
 
@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from bench.handlers import raw_batch, raw_first, raw_noop, raw_object
 from bench.raw_replay_workflow import RawReplayWorkflow
+from bench.raw_steps_workflow import RawStepsWorkflow
 from bench.raw_workflow import RawPipelineWorkflow
 from sluice.runtime.signals import stop_on_signals
 
@@ -27,7 +28,7 @@ async def serve(address: str, namespace: str, task_queue: str, max_activities: i
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[RawPipelineWorkflow, RawReplayWorkflow],
+            workflows=[RawPipelineWorkflow, RawReplayWorkflow, RawStepsWorkflow],
             activities=[raw_first, raw_noop, raw_object, raw_batch],
             max_concurrent_activities=max_activities,
             graceful_shutdown_timeout=timedelta(seconds=10),
