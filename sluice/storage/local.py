@@ -182,9 +182,10 @@ class LocalStorage(ObjectStorage):
     async def list(self, prefix: str) -> AsyncIterator[str]:
         """Keys in S3 order (lexicographic on the full key), one directory listing in memory per level."""
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root / base_dir if base_dir else self.root
+        root = os.fspath(self.root)
+        # Keys are built as strings (a pathlib object per entry cost more than the listing).
         try:
-            stack = [(start, iter(await asyncio.to_thread(_scan_sorted, start)))]
+            stack = [(base_dir, iter(await asyncio.to_thread(_scan_sorted, os.path.join(root, base_dir))))]
         except (FileNotFoundError, NotADirectoryError):
             return
         while stack:
@@ -194,14 +195,14 @@ class LocalStorage(ObjectStorage):
                 stack.pop()
                 continue
             name, is_dir = entry
-            path = directory / name
-            key = path.relative_to(self.root).as_posix()
+            key = f"{directory}/{name}" if directory else name
             if is_dir:
                 if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
                     try:
-                        stack.append((path, iter(await asyncio.to_thread(_scan_sorted, path))))
+                        listing = await asyncio.to_thread(_scan_sorted, os.path.join(root, key))
                     except (FileNotFoundError, NotADirectoryError):
                         continue
+                    stack.append((key, iter(listing)))
             elif key.startswith(prefix) and not name.startswith(".tmp-"):  # temp files of Sluice <= 0.1
                 yield key
 
@@ -230,7 +231,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _scan_sorted(directory: Path) -> list[tuple[str, bool]]:
+def _scan_sorted(directory: str | Path) -> list[tuple[str, bool]]:
     """Entries sorted as their keys sort: a directory counts as `name/`."""
     with os.scandir(directory) as it:
         entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
