@@ -46,7 +46,7 @@ async def close_execution(
         record.objects_written = sum(r.objects_written for r in routes)
         rows = [r.rows_written for r in routes if r.rows_written is not None]
         record.rows_written = sum(rows) if rows else None
-        await _store_route_runs(session, execution_id, routes)
+        await _store_route_runs(session, execution_id, routes, first=closing)
     session.add(record)
     if closing:
         for prog in routes or []:
@@ -68,13 +68,21 @@ async def close_execution(
     return record
 
 
-async def _store_route_runs(session: AsyncSession, execution_id: str, routes: list[RouteProgress]) -> None:
-    existing = {
-        r.route: r
-        for r in (
-            await session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id))
-        ).all()
-    }
+async def _store_route_runs(
+    session: AsyncSession, execution_id: str, routes: list[RouteProgress], *, first: bool
+) -> None:
+    """`first`: the record is leaving `running`, so no close wrote route runs yet (they are
+    written only here, with the status, in one transaction): nothing to look up."""
+    existing = (
+        {}
+        if first
+        else {
+            r.route: r
+            for r in (
+                await session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id))
+            ).all()
+        }
+    )
     for prog in routes:
         row = existing.get(prog.route) or RouteRunRecord(
             execution_id=execution_id, route=prog.route, status=prog.status
