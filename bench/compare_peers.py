@@ -9,7 +9,7 @@ on, triggered the way a user triggers a run of a deployed pipeline, M runs one a
 seen complete. Startup and readiness are not timed.
 
 * raw Temporal and Sluice: the stack of bench/stack.py (Temporal dev server, Sluice worker and API,
-  raw worker), as bench_executions.py uses it. Raw: bench/raw_steps_workflow.py (10 activities),
+  raw worker), as bench_executions.py uses it. Raw: bench/raw_workflow.py's BenchRawSteps (10 activities),
   client.start_workflow -> handle.result(). Sluice: a 10-route config (`step1`..`step10`, `noop`),
   POST /api/v1/configs/{id}/run -> handle.result() on the returned workflow id.
 * Prefect, Dagster, Airflow: each installed from PyPI into its own virtualenv under
@@ -54,7 +54,7 @@ import temporalio  # noqa: E402
 
 import sluice  # noqa: E402
 from bench.bench_executions import dist  # noqa: E402
-from bench.raw_steps_workflow import RAW_STEPS_WORKFLOW  # noqa: E402
+from bench.raw_workflow import RAW_STEPS_WORKFLOW  # noqa: E402
 from bench.stack import (  # noqa: E402
     RAW_QUEUE,
     bench_settings,

@@ -17,8 +17,7 @@ from temporalio.worker import Worker
 
 from bench.handlers import raw_batch, raw_first, raw_noop, raw_object
 from bench.raw_replay_workflow import RawReplayWorkflow
-from bench.raw_steps_workflow import RawStepsWorkflow
-from bench.raw_workflow import RawPipelineWorkflow
+from bench.raw_workflow import RawPipelineWorkflow, RawStepsWorkflow
 from sluice.runtime.signals import stop_on_signals
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -396,25 +397,17 @@ class ExecutionWorkflow:
             started_at=self._started_at,
             routes=list(self._scheduler.progress.values()),
         )
-        retry = RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=0)
+        options: dict[str, Any] = {
+            "start_to_close_timeout": timedelta(seconds=60),
+            "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=0),
+            "summary": f"record {status}",
+        }
         if workflow.patched(FINALIZE_LOCALLY):
             # A local activity: the worker that runs the workflow writes the record in the same
             # workflow task (no activity task round trip through the server for one small write).
-            await workflow.execute_local_activity(
-                FINALIZE_EXECUTION,
-                final,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=retry,
-                summary=f"record {status}",
-            )
-            return
-        await workflow.execute_activity(
-            FINALIZE_EXECUTION,
-            final,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=retry,
-            summary=f"record {status}",
-        )
+            await workflow.execute_local_activity(FINALIZE_EXECUTION, final, **options)
+        else:
+            await workflow.execute_activity(FINALIZE_EXECUTION, final, **options)
 
 
 def _spent_on_failure(err: ActivityError, route: RouteConfig) -> tuple[int, int]:
