@@ -25,7 +25,7 @@ class ActivityDeps:
     lineage: LineageWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lineage = LineageWriter(self.sessions)
+        self.lineage = LineageWriter(self.engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ActivityDeps:
@@ -35,5 +35,6 @@ class ActivityDeps:
         )
 
     async def close(self) -> None:
+        self.lineage.close()
         await self.storage.close()
         await self.engine.dispose()

@@ -28,7 +28,7 @@ async def insert_ignore(
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    stmt = _statement(dialect, model.__table__, update, keep_set)  # type: ignore[attr-defined]
+    stmt = upsert_statement(dialect, model.__table__, update, keep_set)  # type: ignore[attr-defined]
     # executemany of one cached statement: compiling a many-row VALUES clause cost more than the rows.
     for i in range(0, len(rows), _CHUNK):
         await session.exec(stmt, params=rows[i : i + _CHUNK])  # type: ignore[call-overload]
@@ -36,7 +36,7 @@ async def insert_ignore(
 
 
 @functools.lru_cache(maxsize=64)
-def _statement(dialect: str, table: Table, update: tuple[str, ...], keep_set: bool) -> Insert:
+def upsert_statement(dialect: str, table: Table, update: tuple[str, ...], keep_set: bool) -> Insert:
     """Built once per shape: building `excluded` proxies every column, which cost more than the
     insert of a row or two that most batches write."""
     module = postgresql if dialect == "postgresql" else sqlite
