@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from sluice.db.engine import create_engine, session_factory
+from sluice.db.engine import SyncTransactions, create_engine, session_factory
 from sluice.services.lineage import LineageWriter
 from sluice.settings import Settings
 from sluice.storage import ObjectStorage, open_storage
@@ -22,10 +22,12 @@ class ActivityDeps:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     worker_id: str = field(default_factory=lambda: f"{os.getpid()}@{socket.gethostname()}")
+    transactions: SyncTransactions = field(init=False)
     lineage: LineageWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lineage = LineageWriter(self.engine)
+        self.transactions = SyncTransactions(self.engine)
+        self.lineage = LineageWriter(self.transactions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ActivityDeps:
@@ -35,6 +37,6 @@ class ActivityDeps:
         )
 
     async def close(self) -> None:
-        self.lineage.close()
+        self.transactions.close()
         await self.storage.close()
         await self.engine.dispose()

@@ -16,8 +16,8 @@ class RecordActivities:
     @activity.defn(name=FINALIZE_EXECUTION)
     async def finalize_execution(self, data: FinalizeInput) -> None:
         """Idempotent: a retry rewrites the same final state (and never repeats lifecycle events)."""
-        async with self.deps.sessions() as session:
-            record = await close_execution(
+        record = await self.deps.transactions.run(
+            lambda session: close_execution(
                 session,
                 data.execution_id,
                 status=data.status,
@@ -26,5 +26,6 @@ class RecordActivities:
                 routes=data.routes,
                 authoritative=True,
             )
+        )
         if record is None:
             activity.logger.warning("execution %s has no record; nothing to finalize", data.execution_id)

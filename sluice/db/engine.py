@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.settings import Settings
+
+T = TypeVar("T")
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -47,6 +53,40 @@ def create_engine(settings: Settings, url: str | None = None, schema: str | None
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+class SyncTransactions:
+    """Run synchronous database work, one transaction per call (committed when `work` returns,
+    rolled back if it raises).
+
+    On a SQLite file the work runs whole in one dedicated thread on a synchronous connection: one
+    hand-off per transaction instead of aiosqlite's several per statement, and the process's
+    writes queue in one place instead of contending for the file's lock. Elsewhere it runs on the
+    async engine through `run_sync`.
+    """
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self._sqlite = sqlite_file_engine(engine)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sluice-db") if self._sqlite else None
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        if self._sqlite is not None:
+            sqlite = self._sqlite
+
+            def call() -> T:
+                with Session(sqlite, expire_on_commit=False) as session, session.begin():
+                    return work(session)
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        async with AsyncSession(self.engine, expire_on_commit=False) as session, session.begin():
+            return await session.run_sync(work)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._sqlite is not None:
+            self._sqlite.dispose()
 
 
 def sqlite_file_engine(engine: AsyncEngine) -> Engine | None:

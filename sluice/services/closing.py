@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import Session, select
 
 from sluice.clock import duration_ms
 from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
@@ -19,8 +18,8 @@ from sluice.metrics import EXECUTIONS_FINISHED
 from sluice.workflow_io import RouteProgress
 
 
-async def close_execution(
-    session: AsyncSession,
+def close_execution(
+    session: Session,
     execution_id: str,
     *,
     status: str,
@@ -29,9 +28,11 @@ async def close_execution(
     routes: list[RouteProgress] | None = None,
     authoritative: bool,
 ) -> ExecutionRecord | None:
-    """Record the end of an execution and commit. Lifecycle events are written once, on the
-    transition out of `running`; a non-authoritative close leaves a finished record alone."""
-    record = await session.get(ExecutionRecord, execution_id)
+    """Record the end of an execution in the caller's transaction (synchronous, so the worker runs
+    it whole in its database thread; the API through `run_sync`). Lifecycle events are written
+    once, on the transition out of `running`; a non-authoritative close leaves a finished record
+    alone."""
+    record = session.get(ExecutionRecord, execution_id)
     if record is None:
         return None
     closing = record.status == "running"
@@ -46,7 +47,7 @@ async def close_execution(
         record.objects_written = sum(r.objects_written for r in routes)
         rows = [r.rows_written for r in routes if r.rows_written is not None]
         record.rows_written = sum(rows) if rows else None
-        await _store_route_runs(session, execution_id, routes, first=closing)
+        _store_route_runs(session, execution_id, routes, first=closing)
     session.add(record)
     if closing:
         for prog in routes or []:
@@ -62,14 +63,14 @@ async def close_execution(
                 timestamp=completed_at,
             )
         )
-    await session.commit()  # the record keeps what was just set (sessions do not expire on commit)
+    session.flush()
     if closing and record.trigger != "dry-run":
         EXECUTIONS_FINISHED.labels(record.pipeline, status).inc()
     return record
 
 
-async def _store_route_runs(
-    session: AsyncSession, execution_id: str, routes: list[RouteProgress], *, first: bool
+def _store_route_runs(
+    session: Session, execution_id: str, routes: list[RouteProgress], *, first: bool
 ) -> None:
     """`first`: the record is leaving `running`, so no close wrote route runs yet (they are
     written only here, with the status, in one transaction): nothing to look up."""
@@ -79,7 +80,7 @@ async def _store_route_runs(
         else {
             r.route: r
             for r in (
-                await session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id))
+                session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id))
             ).all()
         }
     )

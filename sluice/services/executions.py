@@ -542,14 +542,17 @@ class ExecutionService:
         self, record: ExecutionRecord, status: str, error: str | None, closed_at: datetime | None
     ) -> ExecutionRecord:
         async with self.sessions() as session:
-            closed = await close_execution(
-                session,
-                record.id,
-                status=status,
-                error=error,
-                completed_at=closed_at or utcnow(),
-                authoritative=False,
+            closed = await session.run_sync(
+                lambda sync: close_execution(
+                    sync,
+                    record.id,
+                    status=status,
+                    error=error,
+                    completed_at=closed_at or utcnow(),
+                    authoritative=False,
+                )
             )
+            await session.commit()
         if closed is None:
             return record
         if closed.status == status:

@@ -7,20 +7,20 @@ graph or one object's ancestry across replays (`LineageService`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Connection, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import col, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.clock import utcnow
-from sluice.db.engine import sqlite_file_engine
+from sluice.db.engine import SyncTransactions
 from sluice.db.models import ExecutionRecord, LineageRecord, PipelineConfigRecord
 from sluice.db.upsert import upsert_statement
 from sluice.messages import Message
@@ -61,17 +61,11 @@ class LineageWriter:
     Each caller waits for the commit that holds its rows, so a batch still counts as recorded
     only once its rows are durable; while one transaction is written, the next callers queue up
     and go together in the following one (with many small batches, per-transaction overhead is
-    what costs). On a SQLite file the transaction runs whole in the writer's own thread on a
-    synchronous connection: one hand-off per transaction instead of aiosqlite's several per
-    statement. Elsewhere it runs on the async engine.
+    what costs). Transactions go through `SyncTransactions` (on SQLite, one hand-off each).
     """
 
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-        self._sqlite = sqlite_file_engine(engine)
-        self._thread = (
-            ThreadPoolExecutor(1, thread_name_prefix="sluice-lineage") if self._sqlite is not None else None
-        )
+    def __init__(self, transactions: SyncTransactions):
+        self.transactions = transactions
         self._queue: list[tuple[LineageBatch, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -94,8 +88,9 @@ class LineageWriter:
     async def _drain(self) -> None:
         while self._queue:
             group, self._queue = self._queue, []
+            batches = [batch for batch, _ in group]
             try:
-                await self._commit([batch for batch, _ in group])
+                await self.transactions.run(functools.partial(write_lineage, batches=batches))
             except Exception as exc:
                 for _, done in group:
                     if not done.done():
@@ -106,32 +101,14 @@ class LineageWriter:
                     if not done.done():
                         done.set_result(None)
 
-    async def _commit(self, batches: list[LineageBatch]) -> None:
-        if self._sqlite is not None:
-            sqlite = self._sqlite
 
-            def commit() -> None:
-                with sqlite.begin() as conn:
-                    write_lineage(conn, batches)
-
-            await asyncio.get_running_loop().run_in_executor(self._thread, commit)
-            return
-        async with self.engine.begin() as conn:
-            await conn.run_sync(write_lineage, batches)
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=True)
-        if self._sqlite is not None:
-            self._sqlite.dispose()
-
-
-def write_lineage(conn: Connection, batches: Sequence[LineageBatch]) -> None:
+def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
     """Insert-or-ignore by correlation id: a retried batch re-derives the same ids, so no duplicates.
 
     The messages a batch handled are marked in the same transaction as what they produced, so a
     message is either handled with all its outputs recorded or not at all (what a resume relies
     on). Runs inside the caller's transaction."""
+    conn = session.connection()
     now = utcnow()
     dialect = conn.dialect.name
     table = LineageRecord.__table__  # type: ignore[attr-defined]
