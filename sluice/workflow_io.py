@@ -294,6 +294,13 @@ class ExecutionInput(BaseModel):
     preview_messages: int | None = Field(
         default=None, description="Dry run: each route handles at most this many messages"
     )
+    finalize_locally: bool = Field(
+        default=False,
+        description="Write the final record with a local activity. Every start sets it now; inputs "
+        "of workflows started before lack it, so their histories replay unchanged "
+        "(versioning by input, not workflow.patched(): a patch upserts a search attribute, a "
+        "visibility write per execution)",
+    )
 
 
 class ExecutionLaunch(BaseModel):

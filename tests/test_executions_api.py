@@ -372,3 +372,26 @@ async def test_run_on_postgres(make_stack: StackFactory) -> None:
     logs = (await stack.http.get(f"/api/v1/executions/{done['id']}/logs")).json()["logs"]
     assert logs[0]["event"] == "execution.started" and logs[-1]["event"] == "execution.finished"
     assert (await stack.run(config["id"], tag="pg-run")).status_code == 409
+
+
+async def test_an_execution_costs_temporal_only_its_route_activities(stack: Stack) -> None:
+    """The final record is a local activity and nothing upserts search attributes mid-run: per
+    execution, Temporal schedules the route batches and nothing else."""
+    config = await stack.create_config(two_routes(3))
+    done = await stack.wait((await stack.run(config["id"])).json()["id"])
+    assert done["status"] == "completed"
+    history = await stack.temporal.get_workflow_handle(f"sluice-exec-{done['id']}").fetch_history()
+    kinds = [event.WhichOneof("attributes") for event in history.events]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled and set(scheduled) == {"sluice.run_route"}
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert markers == ["core_local_activity"]  # the final record, written once
+    assert "upsert_workflow_search_attributes_event_attributes" not in kinds

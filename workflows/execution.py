@@ -53,7 +53,6 @@ SPILL_CHUNK = 500
 # workflow.patched() ids: behaviour changes that running workflows must not see mid-history.
 CANCELLED_WHILE_PUBLISHING = "cancel-while-publishing-is-cancelled"
 CONTINUE_AFTER_FAILURE = "continue-after-route-failure"
-FINALIZE_LOCALLY = "finalize-as-local-activity"
 ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
 
@@ -402,7 +401,7 @@ class ExecutionWorkflow:
             "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=0),
             "summary": f"record {status}",
         }
-        if workflow.patched(FINALIZE_LOCALLY):
+        if self._inp.finalize_locally:
             # A local activity: the worker that runs the workflow writes the record in the same
             # workflow task (no activity task round trip through the server for one small write).
             await workflow.execute_local_activity(FINALIZE_EXECUTION, final, **options)

@@ -373,6 +373,7 @@ class ExecutionService:
             read_executions=read_executions or [],
             worker_loss_budget=self.settings.worker_loss_budget,
             resume=resume,
+            finalize_locally=True,
         )
         launch = ExecutionLaunch(
             input=workflow_input,
