@@ -8,8 +8,10 @@ says `running`, e.g. a workflow terminated outside Sluice).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import insert
+from sqlmodel import Session, SQLModel, select
 
 from sluice.clock import duration_ms
 from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
@@ -50,10 +52,12 @@ def close_execution(
         _store_route_runs(session, execution_id, routes, first=closing)
     session.add(record)
     if closing:
-        for prog in routes or []:
-            if prog.status in ("completed", "failed", "cancelled"):
-                session.add(_route_finished(execution_id, prog, completed_at))
-        session.add(
+        events = [
+            _route_finished(execution_id, prog, completed_at)
+            for prog in routes or []
+            if prog.status in ("completed", "failed", "cancelled")
+        ]
+        events.append(
             execution_finished(
                 execution_id,
                 status,
@@ -63,6 +67,7 @@ def close_execution(
                 timestamp=completed_at,
             )
         )
+        _insert(session, ExecutionLogRecord, [event.model_dump(exclude={"id"}) for event in events])
     session.flush()
     if closing and record.trigger != "dry-run":
         EXECUTIONS_FINISHED.labels(record.pipeline, status).inc()
@@ -74,22 +79,30 @@ def _store_route_runs(
 ) -> None:
     """`first`: the record is leaving `running`, so no close wrote route runs yet (they are
     written only here, with the status, in one transaction): nothing to look up."""
-    existing = (
-        {}
-        if first
-        else {
-            r.route: r
-            for r in (
-                session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id))
-            ).all()
-        }
-    )
+    if first:
+        rows = []
+        for prog in routes:
+            row = RouteRunRecord(execution_id=execution_id, route=prog.route, status=prog.status)
+            row.set_progress(prog)
+            rows.append(row.model_dump(exclude={"id"}))
+        _insert(session, RouteRunRecord, rows)
+        return
+    existing = {
+        r.route: r
+        for r in session.exec(select(RouteRunRecord).where(RouteRunRecord.execution_id == execution_id)).all()
+    }
     for prog in routes:
         row = existing.get(prog.route) or RouteRunRecord(
             execution_id=execution_id, route=prog.route, status=prog.status
         )
         row.set_progress(prog)
         session.add(row)
+
+
+def _insert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """Plain INSERTs of new rows in one executemany: no unit of work to track for them."""
+    if rows:
+        session.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
 
 
 def _route_finished(execution_id: str, prog: RouteProgress, fallback: datetime) -> ExecutionLogRecord:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,6 +28,12 @@ from sluice.pipeline_config import PipelineConfig
 
 MAX_ANCESTRY = 1000
 WRITE_CHUNK = 500
+# Built once: a statement built per call spends more on its cache key than on the update.
+MARK_PROCESSED = (
+    update(LineageRecord.__table__)  # type: ignore[arg-type]
+    .where(LineageRecord.__table__.c.correlation_id.in_(bindparam("ids", expanding=True)))  # type: ignore[attr-defined]
+    .values(processed_at=bindparam("now"))
+)
 
 
 @dataclass
@@ -166,11 +172,7 @@ def _mark(conn: Connection, processed: Sequence[Message], now: datetime) -> int:
     ids = list(dict.fromkeys(m.metadata.correlation_id for m in processed))
     found = 0
     for i in range(0, len(ids), WRITE_CHUNK):
-        result = conn.execute(
-            update(LineageRecord)
-            .where(col(LineageRecord.correlation_id).in_(ids[i : i + WRITE_CHUNK]))
-            .values(processed_at=now)
-        )
+        result = conn.execute(MARK_PROCESSED, {"ids": ids[i : i + WRITE_CHUNK], "now": now})
         found += result.rowcount
     return found + (len(processed) - len(ids))  # duplicates in a batch count as found
 
