@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 from sqlmodel import Session, SQLModel, select
 
 from sluice.clock import duration_ms
@@ -70,7 +70,9 @@ def close_execution(
         _insert(session, ExecutionLogRecord, [event.model_dump(exclude={"id"}) for event in events])
     session.flush()
     if closing and record.trigger != "dry-run":
-        EXECUTIONS_FINISHED.labels(record.pipeline, status).inc()
+        # Counted once the transaction holding the transition commits (a failed commit is retried).
+        finished = EXECUTIONS_FINISHED.labels(record.pipeline, status)
+        event.listen(session, "after_commit", lambda _session: finished.inc(), once=True)
     return record
 
 
