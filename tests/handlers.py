@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from os import system as smuggled  # noqa: F401 - a re-exported stdlib function is no handler
@@ -289,3 +290,11 @@ async def fanout_then_fail(message, ctx):
         await ctx.emit(f"item-{i:05d}.txt", f"item {i}")
     if Path(ctx.params["broken"]).exists():
         raise RuntimeError("broken after emitting")
+
+
+def sync_send_many(message, ctx):
+    """A plain function that sends `count` messages and logs the standard way."""
+    count = int(message.payload["count"])
+    for i in range(count):
+        ctx.send({"i": i})
+    logging.getLogger(__name__).warning("sent %d messages from %s", count, ctx.route)

@@ -309,6 +309,30 @@ async def test_sync_handler_runs_in_thread_and_reports_rows(stack: Stack) -> Non
     assert [p.read_text() for p in stack.objects(done["id"], "copied")] == ["ITEM 0", "ITEM 1"]
 
 
+async def test_sync_handler_sends_more_messages_than_travel_inline(stack: Stack) -> None:
+    """A plain function sending 1,200 messages: its pages and lineage rows are written while it
+    runs (from its thread), and each message arrives once."""
+    config = await stack.create_config(
+        """
+name: sends
+init_message: {route: fan, payload: {count: 1200}}
+routes:
+  - {name: fan, handler: "tests.handlers:sync_send_many", next: [sink]}
+  - {name: sink, handler: noop}
+"""
+    )
+    done = await stack.wait((await stack.run(config["id"])).json()["id"], timeout=120)
+    assert done["status"] == "completed", done
+    routes = {
+        r["route"]: r
+        for r in (await stack.http.get(f"/api/v1/executions/{done['id']}/routes")).json()["routes"]
+    }
+    assert (routes["fan"]["messages_out"], routes["sink"]["messages_in"]) == (1200, 1200)
+    assert routes["sink"]["messages_processed"] == 1200
+    logs = (await stack.http.get(f"/api/v1/executions/{done['id']}/logs")).json()["logs"]
+    assert "sent 1200 messages from fan" in [entry["message"] for entry in logs]
+
+
 async def test_execution_keeps_its_config_snapshot(stack: Stack) -> None:
     original = two_routes(1)
     config = await stack.create_config(original)

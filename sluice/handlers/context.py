@@ -88,13 +88,17 @@ class BatchState:
             )
         return spool
 
+    @property
+    def needs_flush(self) -> bool:
+        """A full page or a chunk of lineage rows is ready to be written."""
+        return any(s.due for s in self.spools.values()) or (
+            self.store_emissions is not None and len(self.emissions) >= EMISSION_CHUNK
+        )
+
     async def flush_due(self) -> None:
         """Write what is ready so memory stays flat however much the handler emits: full
         message pages, and lineage rows in chunks. Serialized: concurrent emits share it."""
-        if not (
-            any(s.due for s in self.spools.values())
-            or (self.store_emissions is not None and len(self.emissions) >= EMISSION_CHUNK)
-        ):
+        if not self.needs_flush:
             return
         async with self._flushing:
             for spool in self.spools.values():
