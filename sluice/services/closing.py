@@ -8,14 +8,14 @@ says `running`, e.g. a workflow terminated outside Sluice).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import event, insert
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from sluice.clock import duration_ms
 from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
+from sluice.db.upsert import execute_many
 from sluice.metrics import EXECUTIONS_FINISHED
 from sluice.workflow_io import RouteProgress
 
@@ -67,7 +67,11 @@ def close_execution(
                 timestamp=completed_at,
             )
         )
-        _insert(session, ExecutionLogRecord, [event.model_dump(exclude={"id"}) for event in events])
+        execute_many(
+            session,
+            insert(ExecutionLogRecord.__table__),  # type: ignore[arg-type]
+            [event.model_dump(exclude={"id"}) for event in events],
+        )
     session.flush()
     if closing and record.trigger != "dry-run":
         # Counted once the transaction holding the transition commits (a failed commit is retried).
@@ -87,7 +91,7 @@ def _store_route_runs(
             row = RouteRunRecord(execution_id=execution_id, route=prog.route, status=prog.status)
             row.set_progress(prog)
             rows.append(row.model_dump(exclude={"id"}))
-        _insert(session, RouteRunRecord, rows)
+        execute_many(session, insert(RouteRunRecord.__table__), rows)  # type: ignore[arg-type]
         return
     existing = {
         r.route: r
@@ -99,12 +103,6 @@ def _store_route_runs(
         )
         row.set_progress(prog)
         session.add(row)
-
-
-def _insert(session: Session, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """Plain INSERTs of new rows in one executemany: no unit of work to track for them."""
-    if rows:
-        session.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]
 
 
 def _route_finished(execution_id: str, prog: RouteProgress, fallback: datetime) -> ExecutionLogRecord:

@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sluice.clock import utcnow
 from sluice.db.engine import SyncTransactions
 from sluice.db.models import ExecutionRecord, LineageRecord, PipelineConfigRecord
-from sluice.db.upsert import upsert_statement
+from sluice.db.upsert import execute_many, upsert_statement
 from sluice.messages import Message
 from sluice.pipeline_config import PipelineConfig
 
@@ -136,7 +136,7 @@ def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
     }
     if rows:
         # An emission already stored (a retried batch) is left as it is.
-        _executemany(conn, upsert_statement(dialect, table, (), False), list(rows.values()))
+        execute_many(conn, upsert_statement(dialect, table), list(rows.values()))
     handled = [(batch, m) for batch in batches for m in batch.processed]
     if not handled or _mark(conn, [m for _, m in handled], now) >= len(handled):
         return
@@ -158,12 +158,7 @@ def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
         }
         for batch, m in handled
     }
-    _executemany(conn, upsert_statement(dialect, table, ("processed_at",), False), list(done.values()))
-
-
-def _executemany(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
-    for i in range(0, len(rows), WRITE_CHUNK):
-        conn.execute(stmt, rows[i : i + WRITE_CHUNK])
+    execute_many(conn, upsert_statement(dialect, table, ("processed_at",)), list(done.values()))
 
 
 def _mark(conn: Connection, processed: Sequence[Message], now: datetime) -> int:
