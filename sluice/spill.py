@@ -7,7 +7,7 @@ prefixes) as JSONL of `page_size` messages each, so a batch reads one small page
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any
 
 from pydantic_core import to_json
@@ -26,6 +26,14 @@ def page_key(prefix: str, page: int) -> str:
     return f"{prefix}{page:06d}.jsonl"
 
 
+async def put_page(
+    storage: ObjectStorage, prefix: str, page: int, messages: Sequence[Message | dict[str, Any]]
+) -> None:
+    """One page as JSONL (models, or dicts of Message's shape, serialized by pydantic-core)."""
+    body = b"\n".join(to_json(m) for m in messages) + b"\n"
+    await storage.put(page_key(prefix, page), body, "application/x-ndjson")
+
+
 async def write_spill(
     storage: ObjectStorage,
     prefix: str,
@@ -37,9 +45,8 @@ async def write_spill(
 
     async def flush() -> None:
         nonlocal page, buf
-        body = b"\n".join(to_json(m) for m in buf) + b"\n"
         await asyncio.sleep(0)  # let heartbeats through between pages
-        await storage.put(page_key(prefix, page), body, "application/x-ndjson")
+        await put_page(storage, prefix, page, buf)
         page += 1
         buf = []
 
@@ -91,9 +98,8 @@ class OutputSpool:
         """Write every full page (and, when `final`, the last partial one)."""
         while self.spilling and (len(self.buffer) >= self.page_size or (final and self.buffer)):
             page, self.buffer = self.buffer[: self.page_size], self.buffer[self.page_size :]
-            body = b"\n".join(to_json(m) for m in page) + b"\n"
             number, self.pages = self.pages, self.pages + 1
-            await self.storage.put(page_key(self.prefix, number), body, "application/x-ndjson")
+            await put_page(self.storage, self.prefix, number, page)
 
     async def result(self) -> RoutedOutput:
         if not self.spilling:
