@@ -60,7 +60,7 @@ class BatchState:
     storage: ObjectStorage
     settings: Settings
     worker_id: str
-    spill_prefix: Callable[[str], str] = lambda target: ""  # where a target's pages go
+    spill_prefix: Callable[[str], str]  # where a target's pages go (deterministic per activity)
     page_sizes: dict[str, int] = field(default_factory=dict)
     # Stores lineage rows while the batch runs (big fan-outs); None keeps them for the end.
     store_emissions: Callable[[list[Emission]], Awaitable[None]] | None = None
