@@ -36,9 +36,9 @@ class ChildRunActivities:
         settings, sessions = self.deps.settings, self.deps.sessions
         gateway = TemporalGateway(settings, activity.client())
         configs = ConfigService(sessions, HandlerChecker(gateway, settings))
-        return ExecutionService(sessions, gateway, settings, configs), BackfillService(
-            sessions, gateway, settings, configs
-        )
+        return ExecutionService(
+            sessions, gateway, settings, configs, self.deps.transactions
+        ), BackfillService(sessions, gateway, settings, configs)
 
     @activity.defn(name=PREPARE_BACKFILL_RUN)
     async def prepare_backfill_run(self, task: BackfillRunTask) -> PreparedRun:

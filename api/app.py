@@ -24,7 +24,7 @@ from sluice.api.responses import document_body_errors
 from sluice.api.routes import router
 from sluice.auth.oidc import OidcVerifier
 from sluice.auth.tokens import TokenService
-from sluice.db.engine import create_engine, session_factory
+from sluice.db.engine import SyncTransactions, create_engine, session_factory
 from sluice.db.migrate import upgrade
 from sluice.handlers.registry import configure_handlers
 from sluice.services.backfills import BackfillService
@@ -64,7 +64,8 @@ def create_app(
         gateway = TemporalGateway(settings, temporal_client)
         storage = open_storage(settings)
         config_service = ConfigService(sessions, HandlerChecker(gateway, settings))
-        executions_service = ExecutionService(sessions, gateway, settings, config_service)
+        transactions = SyncTransactions(engine)
+        executions_service = ExecutionService(sessions, gateway, settings, config_service, transactions)
         log_service = LogService(sessions)
         hub = EventHub(log_service)
         node_data = NodeDataService(sessions, storage)
@@ -100,6 +101,7 @@ def create_app(
                 await sweeper
             await hub.close()
             await storage.close()
+            transactions.close()
             await engine.dispose()
 
     app = FastAPI(

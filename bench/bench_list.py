@@ -162,7 +162,7 @@ async def run_backend(label: str, settings: Settings, rows: int, repeats: int) -
     await fill(engine, rows)
     fill_s = time.perf_counter() - t0
     sessions = session_factory(engine)
-    service = ExecutionService(sessions, None, settings, None)  # type: ignore[arg-type]
+    service = ExecutionService(sessions, None, settings, None, None)  # type: ignore[arg-type]
     insights = InsightService(sessions)
     indexed = await measure(service, insights, repeats)
     await drop_secondary_indexes(engine)

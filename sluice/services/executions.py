@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, delete, select
+from sqlmodel import Session, col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     WithStartWorkflowOperation,
@@ -28,6 +28,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sluice.clock import as_utc, utcnow
+from sluice.db.engine import SyncTransactions
 from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.errors import (
@@ -107,6 +108,8 @@ _CLOSED = {
 }
 MAX_TAG = 255
 STALE_START = timedelta(seconds=30)  # a start still in flight after this has died
+INSERT_EXECUTION = insert(ExecutionRecord.__table__)  # type: ignore[arg-type]
+INSERT_LOG = insert(ExecutionLogRecord.__table__)  # type: ignore[arg-type]
 
 
 def validate_tag(tag: str | None) -> str | None:
@@ -155,11 +158,13 @@ class ExecutionService:
         gateway: TemporalGateway,
         settings: Settings,
         configs: ConfigService,
+        transactions: SyncTransactions,
     ):
         self.sessions = sessions
         self.gateway = gateway
         self.settings = settings
         self.configs = configs
+        self.transactions = transactions
 
     # -- start -------------------------------------------------------------------------------
     async def run_config(
@@ -430,38 +435,39 @@ class ExecutionService:
             await self._free_stale_tag(tag)
         now = utcnow()
         record.created_at = record.started_at = now
-        async with self.sessions() as session:
+        started = lifecycle(
+            record.id,
+            EXECUTION_STARTED,
+            f"execution started: pipeline {record.pipeline}, trigger {record.trigger}"
+            + (f", by {record.triggered_by}" if record.triggered_by else "")
+            + (f", tag {tag}" if tag else "")
+            + (f", replay of {record.parent_execution_id}" if record.parent_execution_id else ""),
+            data={
+                "status": "running",
+                "pipeline": record.pipeline,
+                "trigger": record.trigger,
+                "tag": tag,
+                "triggered_by": record.triggered_by,
+            },
+            timestamp=now,
+        )
+
+        def write(session: Session) -> None:
+            # Plain INSERTs in one synchronous transaction: every run starts here, and the ORM's
+            # unit of work over aiosqlite cost more CPU than the rest of the start.
             if tag is not None:
-                clash = (
-                    await session.exec(select(ExecutionRecord.id).where(ExecutionRecord.tag == tag))
-                ).first()
+                clash = session.exec(select(ExecutionRecord.id).where(ExecutionRecord.tag == tag)).first()
                 if clash:
                     raise AlreadyExistsError(
                         f"tag {tag!r} is already used by execution {clash}", error_code="TAG_EXISTS"
                     )
-            session.add(record)
-            session.add(
-                lifecycle(
-                    record.id,
-                    EXECUTION_STARTED,
-                    f"execution started: pipeline {record.pipeline}, trigger {record.trigger}"
-                    + (f", by {record.triggered_by}" if record.triggered_by else "")
-                    + (f", tag {tag}" if tag else "")
-                    + (f", replay of {record.parent_execution_id}" if record.parent_execution_id else ""),
-                    data={
-                        "status": "running",
-                        "pipeline": record.pipeline,
-                        "trigger": record.trigger,
-                        "tag": tag,
-                        "triggered_by": record.triggered_by,
-                    },
-                    timestamp=now,
-                )
-            )
-            try:
-                await session.commit()
-            except IntegrityError:
-                raise AlreadyExistsError(f"tag {tag!r} is already used", error_code="TAG_EXISTS") from None
+            session.execute(INSERT_EXECUTION, [record.model_dump()])
+            session.execute(INSERT_LOG, [started.model_dump(exclude={"id"})])
+
+        try:
+            await self.transactions.run(write)
+        except IntegrityError:
+            raise AlreadyExistsError(f"tag {tag!r} is already used", error_code="TAG_EXISTS") from None
         if record.trigger != DRY_RUN_TRIGGER:
             EXECUTIONS_STARTED.labels(record.pipeline, trigger_label(record.trigger)).inc()
 
