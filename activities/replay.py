@@ -6,6 +6,8 @@ size costs the workflow one small result.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +27,7 @@ from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec, e
 CHECK_CONCURRENCY = 64
 MAX_ERRORS_REPORTED = 50
 LINEAGE_CHUNK = 500
+LINEAGE_AHEAD = 2  # lineage chunks being written while the listing goes on
 
 
 class ReplayActivities:
@@ -38,6 +41,16 @@ class ReplayActivities:
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
         lineage: list[Emission] = []
+        # Lineage chunks are written while the listing goes on (the writer commits them in order
+        # of arrival); the listing is published once every chunk is committed.
+        writing: deque[asyncio.Future[None]] = deque()
+
+        async def record_lineage(rows: list[Emission]) -> None:
+            writing.append(asyncio.ensure_future(self.deps.lineage.record(execution_id, rows)))
+            if len(writing) > LINEAGE_AHEAD:
+                await writing.popleft()
+
+        prefixes: dict[str, str] = {}  # owner execution -> its stage prefix
 
         async def messages() -> AsyncIterator[dict[str, Any]]:
             async for chunk in _chunks(
@@ -58,7 +71,7 @@ class ReplayActivities:
                     payload = {
                         "object_key": key,
                         "stage": spec.from_stage,
-                        "path": key.removeprefix(stage_prefix(_owner(key), spec.from_stage)),
+                        "path": key.removeprefix(_stage_of(prefixes, key, spec.from_stage)),
                     }
                     lineage.append(
                         Emission(
@@ -73,7 +86,8 @@ class ReplayActivities:
                         )
                     )
                     if len(lineage) >= LINEAGE_CHUNK:
-                        await self._insert_lineage(execution_id, lineage)
+                        await record_lineage(lineage[:])
+                        lineage.clear()
                     metadata = {
                         "execution_id": execution_id,
                         "correlation_id": correlation_id,
@@ -85,13 +99,18 @@ class ReplayActivities:
                         metadata["replay_metadata"] = spec.metadata
                     yield {"payload": payload, "metadata": metadata}  # a Message, as its page line
 
-        ref = await write_spill(
-            self.deps.storage,
-            spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
-            messages(),
-            spec.page_size,
-        )
-        await self._insert_lineage(execution_id, lineage)
+        try:
+            ref = await write_spill(
+                self.deps.storage,
+                spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
+                messages(),
+                spec.page_size,
+            )
+            await record_lineage(lineage)
+            await asyncio.gather(*writing)
+        except BaseException:
+            await asyncio.gather(*writing, return_exceptions=True)
+            raise
         listing = ReplayListing(
             objects_found=counts["found"],
             objects_published=counts["published"],
@@ -102,10 +121,6 @@ class ReplayActivities:
         await self._record(execution_id, spec, listing)
         REPLAY_OBJECTS_PUBLISHED.labels(spec.to_route).inc(listing.objects_published)
         return listing
-
-    async def _insert_lineage(self, execution_id: str, rows: list[Emission]) -> None:
-        await self.deps.lineage.record(execution_id, list(rows))
-        rows.clear()
 
     async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:
         """Keep the publishing outcome on the execution record and in its logs."""
@@ -138,7 +153,8 @@ class ReplayActivities:
             await session.commit()
 
     async def _problems(self, keys: list[str]) -> list[str | None]:
-        """Why each key cannot be published (None: readable), checked a chunk at a time."""
+        """Why each key cannot be published (None: readable), checked a chunk at a time. Listed
+        keys too: a listing shows what a reader may still fail to open (a dangling link)."""
         problems: list[str | None] = [None] * len(keys)
         valid: list[int] = []
         for i, key in enumerate(keys):
@@ -159,8 +175,13 @@ class ReplayActivities:
         return problems
 
 
-def _owner(key: str) -> str:
-    return key.split("/", 1)[0]
+def _stage_of(prefixes: dict[str, str], key: str, stage: str) -> str:
+    """The stage prefix of the execution that owns `key`, computed once per execution."""
+    owner = key.split("/", 1)[0]
+    prefix = prefixes.get(owner)
+    if prefix is None:
+        prefix = prefixes[owner] = stage_prefix(owner, stage)
+    return prefix
 
 
 async def _chunks(source: AsyncIterator[str], size: int) -> AsyncIterator[list[str]]:

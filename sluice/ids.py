@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
 
 _SLUICE_NS = uuid.UUID("6f1c7f0e-4d2b-5a8e-9c51-5b1d3e0a7c11")
+_NS_BYTES = _SLUICE_NS.bytes
 
 
 def uuid7(ms: int | None = None, rand: int | None = None) -> uuid.UUID:
@@ -23,8 +25,15 @@ def uuid7(ms: int | None = None, rand: int | None = None) -> uuid.UUID:
 
 
 def derived_id(*parts: object) -> str:
-    """Deterministic id from its parts, so a retried activity re-derives the same message ids."""
-    return str(uuid.uuid5(_SLUICE_NS, "/".join(str(p) for p in parts)))
+    """Deterministic id from its parts, so a retried activity re-derives the same message ids.
+
+    `str(uuid.uuid5(_SLUICE_NS, name))`, computed without the UUID object: every message of a
+    fan-out or a replay derives one, and the object cost more than the hash."""
+    digest = bytearray(hashlib.sha1(_NS_BYTES + "/".join(map(str, parts)).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

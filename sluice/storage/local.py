@@ -173,8 +173,9 @@ class LocalStorage(ObjectStorage):
         return await asyncio.to_thread(self._path(key).is_file)
 
     async def exists_many(self, keys: list[str]) -> list[bool]:
-        paths = [self._path(k) for k in keys]
-        return await asyncio.to_thread(lambda: [p.is_file() for p in paths])
+        root = os.fspath(self.root)
+        paths = [os.path.join(root, self.check_key(k)) for k in keys]
+        return await asyncio.to_thread(lambda: [os.path.isfile(p) for p in paths])
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
