@@ -15,13 +15,16 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from sluice.messages import Message, MessageMetadata
 from sluice.settings import Settings
+from sluice.spill import load_batch, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
 from sluice.storage.factory import open_storage
 from sluice.storage.keys import sidecar_key
 from sluice.storage.local import LocalStorage
 from sluice.storage.s3 import S3Storage
 from sluice.storage.stage import read_meta, write_stage_object
+from sluice.workflow_io import MessageBatch
 from tests.storage_servers import S3Server, moto_s3, seaweed_s3  # noqa: F401
 
 SERVER_FIXTURES = {"moto": "moto_s3", "seaweedfs": "seaweed_s3"}
@@ -364,3 +367,21 @@ def _exited_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+async def test_spilled_messages_read_back_exactly(tmp_path: Path) -> None:
+    """A page line is split only at its newline: payload strings may hold characters that Python
+    treats as line breaks (U+2028, U+0085, form feed), and a slice reads just its messages."""
+    storage = LocalStorage(tmp_path)
+    messages = [
+        Message(
+            payload={"i": i, "text": f"line\u2028sep\x85nel\x0cff {i}", "nested": {"k": [i, None]}},
+            metadata=MessageMetadata(execution_id="e", correlation_id=f"c-{i}", extra_field=i),
+        )
+        for i in range(7)
+    ]
+    ref = await write_spill(storage, spill_prefix("e", "t"), messages, page_size=3)
+    assert (ref.total, ref.page_size) == (7, 3)
+    got = await load_batch(storage, MessageBatch(spill=ref, page=1, start=1, count=2))
+    assert got == messages[4:6]
+    assert await load_batch(storage, MessageBatch(spill=ref, page=2, start=0, count=3)) == messages[6:]

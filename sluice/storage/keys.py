@@ -13,8 +13,8 @@ def validate_key(key: str) -> str:
         raise StorageKeyError("empty object key")
     if key.startswith("/") or "\\" in key or "\x00" in key:
         raise StorageKeyError(f"invalid object key {key!r}")
-    parts = key.split("/")
-    if any(p in ("", ".", "..") for p in parts):
+    framed = f"/{key}/"  # one pass per check instead of splitting: every stored object is checked
+    if "//" in framed or "/./" in framed or "/../" in framed:
         raise StorageKeyError(f"object key {key!r} has an empty, '.' or '..' segment")
     return key
 
