@@ -35,7 +35,7 @@ class ChildRunActivities:
     def _services(self) -> tuple[ExecutionService, BackfillService]:
         settings, sessions = self.deps.settings, self.deps.sessions
         gateway = TemporalGateway(settings, activity.client())
-        configs = ConfigService(sessions, HandlerChecker(gateway, settings))
+        configs = ConfigService(sessions, HandlerChecker(gateway, settings), self.deps.transactions)
         return ExecutionService(
             sessions, gateway, settings, configs, self.deps.transactions
         ), BackfillService(sessions, gateway, settings, configs)

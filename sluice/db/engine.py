@@ -38,7 +38,8 @@ def create_engine(settings: Settings, url: str | None = None, schema: str | None
     url = async_url(url or settings.resolved_database_url)
     schema = schema or settings.database_schema
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # A file has no connection to lose: pinging SQLite before every checkout only cost round trips.
+    kwargs: dict[str, Any] = {"pool_pre_ping": parsed.get_backend_name() != "sqlite"}
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
