@@ -298,3 +298,9 @@ def sync_send_many(message, ctx):
     for i in range(count):
         ctx.send({"i": i})
     logging.getLogger(__name__).warning("sent %d messages from %s", count, ctx.route)
+
+
+async def send_sized(message, ctx):
+    """Send one message whose payload is about `size` bytes of JSON (non-ASCII text counts in UTF-8 bytes)."""
+    size = message.payload["size"]
+    await ctx.send({"text": "é" * (size // 2)})

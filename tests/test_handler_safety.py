@@ -202,3 +202,20 @@ async def test_a_worker_asked_to_stop_exits_even_if_a_handler_hangs(
             worker.wait()
         if pidfile.exists() and psutil.pid_exists(int(pidfile.read_text() or 0)):
             psutil.Process(int(pidfile.read_text())).kill()
+
+
+async def test_a_message_payload_over_64_kib_fails_its_route_clearly(stack: Stack) -> None:
+    config = await stack.create_config(
+        "name: sized\ninit_message: {route: a}\nroutes:\n"
+        "  - {name: a, handler: 'tests.handlers:send_sized', next: [b]}\n"
+        "  - {name: b, handler: noop}\n"
+    )
+    # Just under the limit: it travels on (60,000 bytes of UTF-8 JSON).
+    fits = await stack.wait((await stack.run(config["id"], {"size": 60_000})).json()["id"])
+    assert fits["status"] == "completed", fits
+    # Over it: the route fails with what to do instead, and nothing is sent on.
+    too_big = await stack.wait((await stack.run(config["id"], {"size": 70_000})).json()["id"])
+    assert too_big["status"] == "failed"
+    assert "exceeds 65536" in too_big["error"] and "ctx.emit()" in too_big["error"], too_big["error"]
+    routes = (await stack.http.get(f"/api/v1/executions/{too_big['id']}/routes")).json()["routes"]
+    assert {r["route"]: r["messages_in"] for r in routes}.get("b", 0) == 0

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from pydantic_core import to_json
+
 from sluice.errors import HandlerUsageError
 from sluice.ids import derived_id
 from sluice.logcontext import HANDLER_LOGGER, level_number
@@ -253,7 +255,9 @@ class RouteContext:
 
     def _queue(self, target: str, payload: dict[str, Any], correlation_id: str, key: str | None) -> None:
         st = self._state
-        size = len(json.dumps(payload, default=str))
+        # Compact UTF-8 JSON, as the message travels; json.dumps with a `default` built an encoder
+        # per message.
+        size = len(to_json(payload, fallback=str))
         if size > MAX_PAYLOAD_BYTES:
             raise HandlerUsageError(
                 f"message payload of {size} bytes exceeds {MAX_PAYLOAD_BYTES}: store data with ctx.emit() "

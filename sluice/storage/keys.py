@@ -26,10 +26,12 @@ def validate_relative_path(path: str, what: str = "path") -> str:
     cleaned = path.strip()
     if cleaned.startswith("/") or "\\" in cleaned or "\x00" in cleaned:
         raise StorageKeyError(f"{what} {path!r} must be a relative path")
-    parts = [p for p in cleaned.split("/") if p != ""]
-    if any(p in (".", "..") for p in parts):
+    framed = f"/{cleaned}/"
+    if "/./" in framed or "/../" in framed:
         raise StorageKeyError(f"{what} {path!r} must not contain '.' or '..' segments")
-    return "/".join(parts)
+    if "//" not in framed:
+        return cleaned  # already normal: every emitted object's path takes this way
+    return "/".join(p for p in cleaned.split("/") if p != "")
 
 
 def stage_prefix(execution_id: str, stage: str, path: str | None = None) -> str:
