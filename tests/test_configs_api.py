@@ -149,7 +149,11 @@ async def test_one_name_one_pipeline(stack: Stack) -> None:
 
 
 async def test_a_big_config_does_not_block_the_api(stack: Stack) -> None:
-    """Validating a config near the 1 MiB limit happens off the event loop: /health answers meanwhile."""
+    """Validating a config near the 1 MiB limit happens off the event loop: /health answers meanwhile.
+
+    Judged against the validation's own duration, not a fixed bound: the validating thread still
+    competes for the GIL, so on a slow or noisy machine each answer takes longer, but an event
+    loop blocked by the validation would answer its first /health only when the validation ends."""
     import time
 
     routes = "".join(
@@ -158,15 +162,19 @@ async def test_a_big_config_does_not_block_the_api(stack: Stack) -> None:
     )
     big = f"name: big\nroutes:\n{routes}"
     assert 500_000 < len(big) < 1_048_576
+    started = time.perf_counter()
     validating = asyncio.create_task(
         stack.http.post("/api/v1/configs/validate", content=big, headers={"Content-Type": "application/yaml"})
     )
     await asyncio.sleep(0.05)
-    slowest = 0.0
+    slowest, answers = 0.0, 0
     while not validating.done():
         t0 = time.perf_counter()
         assert (await stack.http.get("/health")).status_code == 200
         slowest = max(slowest, time.perf_counter() - t0)
+        answers += 1
         await asyncio.sleep(0.05)
     assert (await validating).status_code == 200
-    assert slowest < 1.0, f"/health took {slowest:.2f}s while a big config validated"
+    took = time.perf_counter() - started
+    assert answers >= 2, f"/health answered {answers} time(s) during a {took:.2f}s validation"
+    assert slowest < took / 2, f"/health took {slowest:.2f}s while a big config validated in {took:.2f}s"
