@@ -31,6 +31,7 @@ _TEMP_NAMES = itertools.count(secrets.randbits(48))
 class LocalStorage(ObjectStorage):
     def __init__(self, root: Path):
         self.root = root.resolve()
+        self._root = os.fspath(self.root)
         self.url = self.root.as_uri()
         self.tmp = self.root / TMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -38,10 +39,14 @@ class LocalStorage(ObjectStorage):
         self._dirs: set[str] = set()  # directories known to exist (skips a mkdir per write)
         sweep_dead_writers(self.tmp)
 
-    def _path(self, key: str) -> Path:
+    def _file(self, key: str) -> str:
         # A checked key has no empty, '.' or '..' segment and is relative, so it stays under the
-        # root without resolving symlinks (a realpath per write costs more than the write).
-        return Path(os.path.join(self.root, self.check_key(key)))
+        # root without resolving symlinks (a realpath per write costs more than the write). A
+        # string: per-object paths skip building a Path.
+        return os.path.join(self._root, self.check_key(key))
+
+    def _path(self, key: str) -> Path:
+        return Path(self._file(key))
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         try:
@@ -83,9 +88,7 @@ class LocalStorage(ObjectStorage):
     async def put_with_sidecar(
         self, key: str, data: bytes, content_type: str, sidecar: str, meta: bytes, sha256: str
     ) -> bytes | None:
-        root = os.fspath(self.root)
-        path = os.path.join(root, self.check_key(key))
-        meta_path = os.path.join(root, self.check_key(sidecar))
+        path, meta_path = self._file(key), self._file(sidecar)
         try:
             if len(data) + len(meta) <= INLINE_WRITE:
                 # A small local write takes less time than handing it to a thread and back; the
@@ -173,8 +176,7 @@ class LocalStorage(ObjectStorage):
         return await asyncio.to_thread(self._path(key).is_file)
 
     async def exists_many(self, keys: list[str]) -> list[bool]:
-        root = os.fspath(self.root)
-        paths = [os.path.join(root, self.check_key(k)) for k in keys]
+        paths = [self._file(k) for k in keys]
         return await asyncio.to_thread(lambda: [os.path.isfile(p) for p in paths])
 
     async def delete(self, key: str) -> None:
@@ -183,7 +185,7 @@ class LocalStorage(ObjectStorage):
     async def list(self, prefix: str) -> AsyncIterator[str]:
         """Keys in S3 order (lexicographic on the full key), one directory listing in memory per level."""
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        root = os.fspath(self.root)
+        root = self._root
         # Keys are built as strings (a pathlib object per entry cost more than the listing).
         try:
             stack = [(base_dir, iter(await asyncio.to_thread(_scan_sorted, os.path.join(root, base_dir))))]
