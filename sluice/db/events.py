@@ -6,11 +6,16 @@ WebSocket) turn into status and node-completion events: one table, one source of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert
+from sqlmodel import Session
+
 from sluice.clock import utcnow
 from sluice.db.models import ExecutionLogRecord
+from sluice.db.upsert import execute_many
 
 EXECUTION_STARTED = "execution.started"
 EXECUTION_CANCEL_REQUESTED = "execution.cancel_requested"
@@ -20,6 +25,13 @@ ROUTE_FINISHED = "route.finished"
 EXECUTION_FINISHED = "execution.finished"
 
 _LEVEL = {"completed": "info", "failed": "error", "cancelled": "warn", "interrupted": "error"}
+_INSERT = insert(ExecutionLogRecord.__table__)  # type: ignore[arg-type]
+
+
+def insert_events(session: Session, events: Sequence[ExecutionLogRecord]) -> None:
+    """Store log rows with plain INSERTs in the caller's synchronous transaction: the hot paths
+    (every start, every finish) skip the ORM's unit of work."""
+    execute_many(session, _INSERT, [e.model_dump(exclude={"id"}) for e in events])
 
 
 def lifecycle(

@@ -13,7 +13,7 @@ from sqlalchemy import event, insert
 from sqlmodel import Session, select
 
 from sluice.clock import duration_ms
-from sluice.db.events import ROUTE_FINISHED, execution_finished, lifecycle
+from sluice.db.events import ROUTE_FINISHED, execution_finished, insert_events, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.db.upsert import execute_many
 from sluice.metrics import EXECUTIONS_FINISHED
@@ -30,10 +30,9 @@ def close_execution(
     routes: list[RouteProgress] | None = None,
     authoritative: bool,
 ) -> ExecutionRecord | None:
-    """Record the end of an execution in the caller's transaction (synchronous, so the worker runs
-    it whole in its database thread; the API through `run_sync`). Lifecycle events are written
-    once, on the transition out of `running`; a non-authoritative close leaves a finished record
-    alone."""
+    """Record the end of an execution in the caller's transaction (synchronous: the worker and the
+    API run it whole through `SyncTransactions`). Lifecycle events are written once, on the
+    transition out of `running`; a non-authoritative close leaves a finished record alone."""
     record = session.get(ExecutionRecord, execution_id)
     if record is None:
         return None
@@ -67,11 +66,7 @@ def close_execution(
                 timestamp=completed_at,
             )
         )
-        execute_many(
-            session,
-            insert(ExecutionLogRecord.__table__),  # type: ignore[arg-type]
-            [event.model_dump(exclude={"id"}) for event in events],
-        )
+        insert_events(session, events)
     session.flush()
     if closing and record.trigger != "dry-run":
         # Counted once the transaction holding the transition commits (a failed commit is retried).

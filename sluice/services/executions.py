@@ -29,7 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sluice.clock import as_utc, utcnow
 from sluice.db.engine import SyncTransactions
-from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, lifecycle
+from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, insert_events, lifecycle
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.errors import (
     AlreadyExistsError,
@@ -109,7 +109,6 @@ _CLOSED = {
 MAX_TAG = 255
 STALE_START = timedelta(seconds=30)  # a start still in flight after this has died
 INSERT_EXECUTION = insert(ExecutionRecord.__table__)  # type: ignore[arg-type]
-INSERT_LOG = insert(ExecutionLogRecord.__table__)  # type: ignore[arg-type]
 
 
 def validate_tag(tag: str | None) -> str | None:
@@ -462,7 +461,7 @@ class ExecutionService:
                         f"tag {tag!r} is already used by execution {clash}", error_code="TAG_EXISTS"
                     )
             session.execute(INSERT_EXECUTION, [record.model_dump()])
-            session.execute(INSERT_LOG, [started.model_dump(exclude={"id"})])
+            insert_events(session, [started])
 
         try:
             await self.transactions.run(write)
@@ -548,18 +547,16 @@ class ExecutionService:
     async def _close(
         self, record: ExecutionRecord, status: str, error: str | None, closed_at: datetime | None
     ) -> ExecutionRecord:
-        async with self.sessions() as session:
-            closed = await session.run_sync(
-                lambda sync: close_execution(
-                    sync,
-                    record.id,
-                    status=status,
-                    error=error,
-                    completed_at=closed_at or utcnow(),
-                    authoritative=False,
-                )
+        closed = await self.transactions.run(
+            lambda session: close_execution(
+                session,
+                record.id,
+                status=status,
+                error=error,
+                completed_at=closed_at or utcnow(),
+                authoritative=False,
             )
-            await session.commit()
+        )
         if closed is None:
             return record
         if closed.status == status:
