@@ -9,6 +9,7 @@ import uuid
 
 _SLUICE_NS = uuid.UUID("6f1c7f0e-4d2b-5a8e-9c51-5b1d3e0a7c11")
 _NS_BYTES = _SLUICE_NS.bytes
+_VARIANT = {d: "89ab"[int(d, 16) & 0x3] for d in "0123456789abcdef"}
 
 
 def uuid7(ms: int | None = None, rand: int | None = None) -> uuid.UUID:
@@ -29,11 +30,9 @@ def derived_id(*parts: object) -> str:
 
     `str(uuid.uuid5(_SLUICE_NS, name))`, computed without the UUID object: every message of a
     fan-out or a replay derives one, and the object cost more than the hash."""
-    digest = bytearray(hashlib.sha1(_NS_BYTES + "/".join(map(str, parts)).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = hashlib.sha1(_NS_BYTES + "/".join(map(str, parts)).encode()).hexdigest()
+    # Version 5 in the 13th hex digit, the RFC 4122 variant in the top bits of the 17th.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

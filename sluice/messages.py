@@ -11,8 +11,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# Only keys are worth pydantic-core's string cache: every message carries its own unique ids, which
+# only churned the cache (half the cost of reading a page of messages back).
 class MessageMetadata(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", cache_strings="keys")
 
     execution_id: str
     correlation_id: str
@@ -22,6 +24,8 @@ class MessageMetadata(BaseModel):
 
 
 class Message(BaseModel):
+    model_config = ConfigDict(cache_strings="keys")
+
     payload: dict[str, Any] = Field(default_factory=dict)
     metadata: MessageMetadata
 

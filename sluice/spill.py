@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 from pydantic_core import to_json
 
 from sluice.messages import Message
@@ -18,7 +18,7 @@ from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import INTERNAL_ROOT
 from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
 
-_MESSAGES = TypeAdapter(list[Message])
+_MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys"))  # as Message
 
 
 def spill_prefix(execution_id: str, spill_id: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import Session, col, select
@@ -118,25 +118,10 @@ def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
     now = utcnow()
     dialect = conn.dialect.name
     table = LineageRecord.__table__  # type: ignore[attr-defined]
-    rows = {
-        e.correlation_id: {
-            "correlation_id": e.correlation_id,
-            "parent_correlation_id": e.parent_correlation_id,
-            "route": e.route,
-            "source_route": e.source_route,
-            "stage": e.stage,
-            "object_key": e.object_key,
-            "replay_batch_id": e.replay_batch_id,
-            "execution_id": batch.execution_id,
-            "created_at": now,
-            "payload": to_jsonable_python(e.payload),
-        }
-        for batch in batches
-        for e in batch.emissions  # fields by hand: dataclasses.asdict deep-copies every payload
-    }
-    if rows:
+    emissions = {e.correlation_id: (batch.execution_id, e) for batch in batches for e in batch.emissions}
+    if emissions:
         # An emission already stored (a retried batch) is left as it is.
-        execute_many(conn, upsert_statement(dialect, table), list(rows.values()))
+        _insert_emissions(conn, emissions, now)
     handled = [(batch, m) for batch in batches for m in batch.processed]
     if not handled or _mark(conn, [m for _, m in handled], now) >= len(handled):
         return
@@ -159,6 +144,69 @@ def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
         for batch, m in handled
     }
     execute_many(conn, upsert_statement(dialect, table, ("processed_at",)), list(done.values()))
+
+
+_EMISSION_COLUMNS = (
+    "correlation_id",
+    "parent_correlation_id",
+    "route",
+    "source_route",
+    "stage",
+    "object_key",
+    "replay_batch_id",
+    "execution_id",
+    "created_at",
+    "payload",
+)
+# SQLite gets the rows as plain tuples through the driver's executemany: SQLAlchemy's per-row
+# parameter processing cost more than the inserts (a fan-out or a replay writes one row per object).
+_SQLITE_INSERT_EMISSIONS = (
+    f"INSERT INTO {LineageRecord.__tablename__} ({', '.join(_EMISSION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_EMISSION_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+
+
+def _insert_emissions(conn: Connection, emissions: dict[str, tuple[str, Emission]], now: datetime) -> None:
+    table = LineageRecord.__table__  # type: ignore[attr-defined]
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        rows = [
+            {
+                "correlation_id": e.correlation_id,
+                "parent_correlation_id": e.parent_correlation_id,
+                "route": e.route,
+                "source_route": e.source_route,
+                "stage": e.stage,
+                "object_key": e.object_key,
+                "replay_batch_id": e.replay_batch_id,
+                "execution_id": execution_id,
+                "created_at": now,
+                "payload": to_jsonable_python(e.payload),
+            }
+            for execution_id, e in emissions.values()  # by hand: dataclasses.asdict deep-copies payloads
+        ]
+        execute_many(conn, upsert_statement(dialect.name, table), rows)
+        return
+    # Stored as SQLAlchemy stores them, so the ORM reads these rows like any other.
+    created = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)(now)
+    conn.exec_driver_sql(
+        _SQLITE_INSERT_EMISSIONS,
+        [
+            (
+                e.correlation_id,
+                e.parent_correlation_id,
+                e.route,
+                e.source_route,
+                e.stage,
+                e.object_key,
+                e.replay_batch_id,
+                execution_id,
+                created,
+                to_json(e.payload).decode(),  # None is stored as JSON null, as sa.JSON does
+            )
+            for execution_id, e in emissions.values()
+        ],
+    )
 
 
 def _mark(conn: Connection, processed: Sequence[Message], now: datetime) -> int:
