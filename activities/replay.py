@@ -7,10 +7,12 @@ size costs the workflow one small result.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic_core import from_json
 from temporalio import activity
 
 from sluice.activities.deps import ActivityDeps
@@ -20,14 +22,27 @@ from sluice.ids import derived_id
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_sources import candidate_keys
 from sluice.services.lineage import Emission
-from sluice.spill import spill_prefix, write_spill
+from sluice.spill import page_key, spill_prefix, write_spill
+from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import stage_prefix, validate_key
-from sluice.workflow_io import LIST_REPLAY_OBJECTS, ReplayListing, ReplaySpec, execution_id_of
+from sluice.workflow_io import (
+    LIST_REPLAY_KEYS,
+    LIST_REPLAY_OBJECTS,
+    MAX_REPLAY_ERRORS,
+    PUBLISH_REPLAY_CHUNK,
+    RECORD_REPLAY_PUBLISHED,
+    ReplayChunkTask,
+    ReplayListing,
+    ReplayRecordTask,
+    ReplaySpec,
+    SpillRef,
+    execution_id_of,
+)
 
 CHECK_CONCURRENCY = 64
-MAX_ERRORS_REPORTED = 50
 LINEAGE_CHUNK = 500
 LINEAGE_AHEAD = 2  # lineage chunks being written while the listing goes on
+MANIFEST_PAGE = 1000  # keys per manifest page when a spec names no chunk size
 
 
 class ReplayActivities:
@@ -36,8 +51,58 @@ class ReplayActivities:
 
     @activity.defn(name=LIST_REPLAY_OBJECTS)
     async def list_replay_objects(self, spec: ReplaySpec) -> ReplayListing:
-        info = activity.info()
-        execution_id = execution_id_of(info.workflow_id)
+        """List and publish every object in one go (replays started before chunked publishing)."""
+        execution_id = execution_id_of(activity.info().workflow_id)
+        listing = await self._publish(
+            execution_id,
+            spec,
+            candidate_keys(spec, self.deps.storage, self.deps.sessions),
+            spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
+        )
+        await self._record(execution_id, spec, listing)
+        return listing
+
+    @activity.defn(name=LIST_REPLAY_KEYS)
+    async def list_replay_keys(self, spec: ReplaySpec) -> SpillRef:
+        """The replay's keys, written as a manifest of pages of `chunk_keys`: the chunks published
+        next are fixed here, so a retried chunk publishes the same keys whatever storage lists then."""
+        execution_id = execution_id_of(activity.info().workflow_id)
+        listed = 0
+
+        async def keys() -> AsyncIterator[str]:
+            nonlocal listed
+            async for key in candidate_keys(spec, self.deps.storage, self.deps.sessions):
+                listed += 1
+                if listed % 5000 == 0:
+                    activity.heartbeat(listed)
+                yield key
+
+        return await write_spill(
+            self.deps.storage,
+            spill_prefix(execution_id, f"replay-{spec.replay_batch_id}-keys"),
+            keys(),
+            spec.chunk_keys or MANIFEST_PAGE,
+        )
+
+    @activity.defn(name=PUBLISH_REPLAY_CHUNK)
+    async def publish_replay_chunk(self, task: ReplayChunkTask) -> ReplayListing:
+        """Publish the keys of some manifest pages; returns their counts and message pages."""
+        execution_id = execution_id_of(activity.info().workflow_id)
+        return await self._publish(
+            execution_id,
+            task.spec,
+            _manifest_keys(self.deps.storage, task.manifest, task.first_page, task.pages),
+            spill_prefix(execution_id, f"replay-{task.spec.replay_batch_id}-{task.first_page:06d}"),
+        )
+
+    @activity.defn(name=RECORD_REPLAY_PUBLISHED)
+    async def record_replay_published(self, task: ReplayRecordTask) -> None:
+        await self._record(execution_id_of(activity.info().workflow_id), task.spec, task.listing)
+
+    async def _publish(
+        self, execution_id: str, spec: ReplaySpec, keys: AsyncIterator[str], prefix: str
+    ) -> ReplayListing:
+        """Check each key, record its lineage row and write its message to pages under `prefix`."""
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
         lineage: list[Emission] = []
@@ -53,9 +118,7 @@ class ReplayActivities:
         prefixes: dict[str, str] = {}  # owner execution -> its stage prefix
 
         async def messages() -> AsyncIterator[dict[str, Any]]:
-            async for chunk in _chunks(
-                candidate_keys(spec, self.deps.storage, self.deps.sessions), CHECK_CONCURRENCY
-            ):
+            async for chunk in _chunks(keys, CHECK_CONCURRENCY):
                 readable = await self._problems(chunk)
                 for key, problem in zip(chunk, readable, strict=True):
                     counts["found"] += 1
@@ -63,7 +126,7 @@ class ReplayActivities:
                         activity.heartbeat(counts)
                     if problem:
                         counts["failed"] += 1
-                        if len(errors) < MAX_ERRORS_REPORTED:
+                        if len(errors) < MAX_REPLAY_ERRORS:
                             errors.append(f"{key}: {problem}")
                         continue
                     counts["published"] += 1
@@ -100,27 +163,19 @@ class ReplayActivities:
                     yield {"payload": payload, "metadata": metadata}  # a Message, as its page line
 
         try:
-            ref = await write_spill(
-                self.deps.storage,
-                spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
-                messages(),
-                spec.page_size,
-            )
+            ref = await write_spill(self.deps.storage, prefix, messages(), spec.page_size)
             await record_lineage(lineage)
             await asyncio.gather(*writing)
         except BaseException:
             await asyncio.gather(*writing, return_exceptions=True)
             raise
-        listing = ReplayListing(
+        return ReplayListing(
             objects_found=counts["found"],
             objects_published=counts["published"],
             objects_failed=counts["failed"],
             errors=errors,
             spill=ref,
         )
-        await self._record(execution_id, spec, listing)
-        REPLAY_OBJECTS_PUBLISHED.labels(spec.to_route).inc(listing.objects_published)
-        return listing
 
     async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:
         """Keep the publishing outcome on the execution record and in its logs."""
@@ -151,6 +206,7 @@ class ReplayActivities:
                 )
             )
             await session.commit()
+        REPLAY_OBJECTS_PUBLISHED.labels(spec.to_route).inc(listing.objects_published)
 
     async def _problems(self, keys: list[str]) -> list[str | None]:
         """Why each key cannot be published (None: readable), checked a chunk at a time. Listed
@@ -182,6 +238,16 @@ def _stage_of(prefixes: dict[str, str], key: str, stage: str) -> str:
     if prefix is None:
         prefix = prefixes[owner] = stage_prefix(owner, stage)
     return prefix
+
+
+async def _manifest_keys(
+    storage: ObjectStorage, manifest: SpillRef, first: int, pages: int
+) -> AsyncIterator[str]:
+    last = min(first + pages, math.ceil(manifest.total / manifest.page_size))
+    for page in range(first, last):
+        for line in (await storage.get(page_key(manifest.prefix, page))).splitlines():
+            if line:
+                yield from_json(line)
 
 
 async def _chunks(source: AsyncIterator[str], size: int) -> AsyncIterator[list[str]]:

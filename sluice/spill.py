@@ -30,9 +30,10 @@ def page_key(prefix: str, page: int) -> str:
 
 
 async def put_page(
-    storage: ObjectStorage, prefix: str, page: int, messages: Sequence[Message | dict[str, Any]]
+    storage: ObjectStorage, prefix: str, page: int, messages: Sequence[Message | dict[str, Any] | str]
 ) -> None:
-    """One page as JSONL (models, or dicts of Message's shape, serialized by pydantic-core)."""
+    """One page as JSONL (models, dicts of Message's shape, or a replay's keys as JSON strings),
+    serialized by pydantic-core."""
     body = b"\n".join(to_json(m) for m in messages) + b"\n"
     await storage.put(page_key(prefix, page), body, "application/x-ndjson")
 
@@ -40,10 +41,10 @@ async def put_page(
 async def write_spill(
     storage: ObjectStorage,
     prefix: str,
-    messages: Iterable[Message | dict[str, Any]] | AsyncIterable[Message | dict[str, Any]],
+    messages: Iterable[Message | dict[str, Any] | str] | AsyncIterable[Message | dict[str, Any] | str],
     page_size: int,
 ) -> SpillRef:
-    """Write messages (models, or dicts of Message's shape) page by page; memory holds one page."""
+    """Write messages (or keys, see `put_page`) page by page; memory holds one page."""
     total, page, buf = 0, 0, []
 
     async def flush() -> None:

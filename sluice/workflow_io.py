@@ -24,6 +24,10 @@ RUN_ROUTE = "sluice.run_route"
 FINALIZE_EXECUTION = "sluice.finalize_execution"
 SPILL_MESSAGES = "sluice.spill_messages"
 LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
+LIST_REPLAY_KEYS = "sluice.list_replay_keys"
+PUBLISH_REPLAY_CHUNK = "sluice.publish_replay_chunk"
+RECORD_REPLAY_PUBLISHED = "sluice.record_replay_published"
+MAX_REPLAY_ERRORS = 50  # unpublishable objects a replay reports by name
 PREPARE_RESUME = "sluice.prepare_resume"
 STOP_GRACEFULLY_SIGNAL = "stop_gracefully"
 HANDLER_CHECK_WORKFLOW = "HandlerCheckWorkflow"
@@ -226,6 +230,19 @@ class ReplaySpec(BaseModel):
     keys: list[str] | None = None
     metadata: dict[str, Any] | None = None
     page_size: int = 100
+    # Keys per publishing chunk: the keys are listed first, then published a chunk at a time while
+    # the route already handles the chunks before. None: one activity lists and publishes them all
+    # before the first batch (executions started before chunked publishing).
+    chunk_keys: int | None = None
+
+
+class ReplayChunkTask(BaseModel):
+    """Publish the keys of manifest pages [first_page, first_page + pages) as messages."""
+
+    spec: ReplaySpec
+    manifest: SpillRef  # the listed keys, as pages of `spec.chunk_keys` JSON strings
+    first_page: int
+    pages: int
 
 
 class ReplayListing(BaseModel):
@@ -240,6 +257,11 @@ class ReplayListing(BaseModel):
     def counts(self) -> dict[str, Any]:
         """What the execution record keeps under `replay` (the spill reference stays internal)."""
         return self.model_dump(include={"objects_found", "objects_published", "objects_failed", "errors"})
+
+
+class ReplayRecordTask(BaseModel):
+    spec: ReplaySpec
+    listing: ReplayListing
 
 
 class ResumeSpec(BaseModel):

@@ -7,8 +7,10 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 
-from tests.conftest import Stack
+from sluice.workflow_io import PUBLISH_REPLAY_CHUNK, RUN_ROUTE
+from tests.conftest import Stack, StackFactory
 
 PIPELINE = """
 name: items
@@ -267,6 +269,48 @@ async def test_detached_replay_partial_failure(stack: Stack) -> None:
     assert (body["objects_found"], body["objects_published"], body["objects_failed"]) == (13, 12, 1)
     assert body["status"] == "partial_failure" and "item-99999.txt" in body["errors"][0]
     assert (await stack.wait(body["execution_id"]))["status"] == "completed"
+
+
+async def test_a_replay_publishes_in_chunks_while_its_route_runs(make_stack: StackFactory) -> None:
+    stack = await make_stack(replay_chunk_keys=3)
+    parent = await parent_run(stack)
+    broken = stack.storage_root / parent["id"] / "raw" / "item-99999.txt"
+    broken.symlink_to(stack.storage_root / "nowhere")  # listed, but cannot be read
+    resp = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "copy"}
+    )
+    body = resp.json()
+    assert resp.status_code == 200, body
+    # The counts of every chunk, added up, once all of them are published.
+    assert (body["objects_found"], body["objects_published"], body["objects_failed"]) == (13, 12, 1)
+    assert body["status"] == "partial_failure" and "item-99999.txt" in body["errors"][0]
+    done = await stack.wait(body["execution_id"])
+    assert done["status"] == "completed"
+    assert done["replay"]["objects_published"] == 12
+    assert [p.read_text() for p in stack.objects(done["id"], "copied")] == [f"ITEM {i}" for i in range(12)]
+    graph = (await stack.http.get(f"/api/v1/executions/{done['id']}/lineage")).json()
+    published = [n for n in graph["nodes"] if n["route"] == "copy" and n["source_route"] is None]
+    assert len({n["id"] for n in published}) == 12
+
+    # In the history an operator reads: 5 chunks of 3 keys, and the route's first batch started
+    # before the last chunk was published.
+    history = await stack.temporal.get_workflow_handle(f"sluice-exec-{done['id']}").fetch_history()
+    scheduled: dict[int, str] = {}
+    first_batch = last_chunk_done = 0
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = name
+            if name == RUN_ROUTE and not first_batch:
+                first_batch = event.event_id
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            if (
+                scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]
+                == PUBLISH_REPLAY_CHUNK
+            ):
+                last_chunk_done = event.event_id
+    assert list(scheduled.values()).count(PUBLISH_REPLAY_CHUNK) == 5
+    assert 0 < first_batch < last_chunk_done
 
 
 async def test_detached_replay_errors(stack: Stack) -> None:

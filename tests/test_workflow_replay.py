@@ -56,6 +56,7 @@ def test_the_recorded_scenarios_are_all_there() -> None:
         "backfill",
         "scheduled_run",
         "adaptive_local_finalize",
+        "chunked_replay",
     }
 
 

@@ -10,6 +10,7 @@ Temporal suggests it (or after `activities_per_run` activities) so history stays
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from datetime import timedelta
 from typing import Any
 
@@ -24,9 +25,13 @@ with workflow.unsafe.imports_passed_through():
     from sluice.pipeline_config import RouteConfig
     from sluice.workflow_io import (
         FINALIZE_EXECUTION,
+        LIST_REPLAY_KEYS,
         LIST_REPLAY_OBJECTS,
+        MAX_REPLAY_ERRORS,
         PREPARE_RESUME,
         PROGRESS_QUERY,
+        PUBLISH_REPLAY_CHUNK,
+        RECORD_REPLAY_PUBLISHED,
         REPLAY_PUBLISHED_UPDATE,
         RUN_ROUTE,
         SPILL_MESSAGES,
@@ -39,7 +44,9 @@ with workflow.unsafe.imports_passed_through():
         FinalizeInput,
         MessageBatch,
         QueueEntry,
+        ReplayChunkTask,
         ReplayListing,
+        ReplayRecordTask,
         ResumePlan,
         ResumeTask,
         RouteResult,
@@ -55,6 +62,8 @@ CANCELLED_WHILE_PUBLISHING = "cancel-while-publishing-is-cancelled"
 CONTINUE_AFTER_FAILURE = "continue-after-route-failure"
 ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
+PUBLISH_AHEAD = 2  # replay chunks being published at once
+MAX_PUBLISH_CHUNKS = 500  # a bigger replay publishes more manifest pages per chunk
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -88,6 +97,7 @@ class ExecutionWorkflow:
         self._changed = False
         self._draining = False
         self._graceful = False
+        self._publishing = False
         # Whether work goes on after a route failure (None: not decided yet, see _continuing()).
         self._continue: bool | None = True if state is not None and state.failure is not None else None
         self._status = "running"
@@ -130,7 +140,10 @@ class ExecutionWorkflow:
                 if inp.init_message is not None and inp.init_route:
                     scheduler.enqueue(inp.init_route, QueueEntry(messages=[inp.init_message]))
                 if inp.replay is not None:
-                    await self._publish_replay()
+                    if inp.replay.chunk_keys:
+                        self._start_publishing()
+                    else:
+                        await self._publish_replay()
                 if inp.resume is not None:
                     await self._prepare_resume()
             await self._pump()
@@ -212,8 +225,10 @@ class ExecutionWorkflow:
             if not stopped and not self._draining and not self._graceful:
                 for name, batch in scheduler.next_batches(workflow.now()):
                     self._start(name, batch)
-            if scheduler.in_flight == 0 and (
-                stopped or self._draining or self._graceful or not scheduler.has_work()
+            if (
+                scheduler.in_flight == 0
+                and not self._publishing
+                and (stopped or self._draining or self._graceful or not scheduler.has_work())
             ):
                 return
             self._changed = False
@@ -324,6 +339,94 @@ class ExecutionWorkflow:
         if listing.spill is not None and listing.spill.total:
             self._scheduler.enqueue(replay.to_route, QueueEntry(spill=listing.spill))
         self._replay_listing = listing.model_copy(update={"spill": None})
+
+    def _start_publishing(self) -> None:
+        """Publish the replay a chunk at a time beside the pump: the route handles the first
+        chunks while later ones are still published (the pump waits for publishing to end)."""
+        self._publishing = True
+        self._task_seq += 1
+        seq = self._task_seq
+        self._tasks[seq] = asyncio.create_task(self._publish_in_chunks(seq))
+
+    async def _publish_in_chunks(self, seq: int) -> None:
+        replay = self._inp.replay
+        assert replay is not None
+        spec = replay.model_copy(update={"page_size": self._scheduler.page_size(replay.to_route)})
+        chunk_spec = spec.model_copy(update={"keys": None})  # chunks read the listed keys instead
+        options: dict[str, Any] = {
+            "start_to_close_timeout": timedelta(minutes=30),
+            "heartbeat_timeout": timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
+            "retry_policy": RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+        }
+        total = ReplayListing(objects_found=0, objects_published=0)
+        in_flight: deque[workflow.ActivityHandle[ReplayListing]] = deque()
+
+        def take(chunk: ReplayListing) -> None:
+            total.objects_found += chunk.objects_found
+            total.objects_published += chunk.objects_published
+            total.objects_failed += chunk.objects_failed
+            total.errors.extend(chunk.errors[: MAX_REPLAY_ERRORS - len(total.errors)])
+            if chunk.spill is not None and chunk.spill.total:
+                self._scheduler.enqueue(replay.to_route, QueueEntry(spill=chunk.spill))
+                self._changed = True
+
+        try:
+            manifest: SpillRef = await workflow.execute_activity(
+                LIST_REPLAY_KEYS,
+                spec,
+                result_type=SpillRef,
+                summary=f"list {replay.from_stage} for {replay.to_route}",
+                **options,
+            )
+            pages = -(-manifest.total // manifest.page_size)
+            per = -(-pages // MAX_PUBLISH_CHUNKS)
+            next_page = 0
+            while True:
+                while next_page < pages and len(in_flight) < PUBLISH_AHEAD and not self._stop_publishing():
+                    in_flight.append(
+                        workflow.start_activity(
+                            PUBLISH_REPLAY_CHUNK,
+                            ReplayChunkTask(
+                                spec=chunk_spec, manifest=manifest, first_page=next_page, pages=per
+                            ),
+                            result_type=ReplayListing,
+                            summary=f"publish keys {next_page * manifest.page_size}+ -> {replay.to_route}",
+                            **options,
+                        )
+                    )
+                    next_page += per
+                if not in_flight:
+                    break
+                take(await in_flight[0])
+                in_flight.popleft()
+            if next_page < pages:
+                return  # stopped (cancelled gracefully, or a failure that stops the execution)
+            await workflow.execute_activity(
+                RECORD_REPLAY_PUBLISHED,
+                ReplayRecordTask(spec=chunk_spec, listing=total),
+                summary=f"record {total.objects_published} published",
+                **options,
+            )
+            self._replay_listing = total
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                return  # cancelled with the execution: its cancellation decides how it ends
+            if self._failure is None:
+                self._failure = f"publishing the replay failed: {_describe(err)}"
+            for handle in in_flight:  # chunks published meanwhile are handled like the others
+                try:
+                    take(await handle)
+                except ActivityError:
+                    pass
+        finally:
+            for handle in in_flight:
+                handle.cancel()
+            self._publishing = False
+            self._tasks.pop(seq, None)
+            self._changed = True
+
+    def _stop_publishing(self) -> bool:
+        return self._graceful or (self._failure is not None and not self._continuing())
 
     async def _prepare_resume(self) -> None:
         resume = self._inp.resume

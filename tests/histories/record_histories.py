@@ -225,3 +225,19 @@ async def test_record_throughput(make_stack) -> None:
     run = (await stack.run(adaptive["id"])).json()
     assert (await _finished(stack, run["id"]))["status"] == "completed"
     await _save(stack, "adaptive_local_finalize", run["id"])
+
+
+async def test_record_chunked_replay(make_stack) -> None:
+    """A detached replay published in chunks of 3 keys while its route already runs batches."""
+    stack: Stack = await make_stack(replay_chunk_keys=3)
+    linear = await stack.create_config(LINEAR_COLLECT.replace("count: 3", "count: 8"))
+    run = (await stack.run(linear["id"])).json()
+    assert (await _finished(stack, run["id"]))["status"] == "completed"
+    replay = await stack.http.post(
+        "/api/v1/replay",
+        json={"from_execution_id": run["id"], "from_stage": "raw", "to_route": "copy"},
+    )
+    assert replay.status_code == 200, replay.text
+    replay_id = replay.json()["execution_id"]
+    assert (await _finished(stack, replay_id))["status"] == "completed"
+    await _save(stack, "chunked_replay", replay_id)
