@@ -133,9 +133,10 @@ class RouteActivities:
             try:
                 async with asyncio.timeout(limit):
                     with batch_context(task.execution_id, route.name, _sink(state), threshold):
+                        is_async = inspect.iscoroutinefunction(handler)  # once: it is per-message work
                         for message in messages:
                             with message_context(message.metadata.correlation_id):
-                                await self._invoke(handler, message, state)
+                                await self._invoke(handler, is_async, message, state)
                             state.processed += 1
                             await state.flush_due()
             except TimeoutError:
@@ -209,8 +210,8 @@ class RouteActivities:
             await asyncio.shield(heartbeat)
             await asyncio.shield(self._flush_logs(state))
 
-    async def _invoke(self, handler: Any, message: Message, state: BatchState) -> None:
-        if inspect.iscoroutinefunction(handler):
+    async def _invoke(self, handler: Any, is_async: bool, message: Message, state: BatchState) -> None:
+        if is_async:
             ctx: AsyncRouteContext | SyncRouteContext = AsyncRouteContext(state, message)
             result = await handler(message, ctx)
         else:

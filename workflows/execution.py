@@ -63,7 +63,11 @@ CONTINUE_AFTER_FAILURE = "continue-after-route-failure"
 ROUTE_TIMEOUT_MARGIN = timedelta(seconds=30)
 INLINE_CARRY_LIMIT = 200
 PUBLISH_AHEAD = 2  # replay chunks being published at once
-MAX_PUBLISH_CHUNKS = 500  # a bigger replay publishes more manifest pages per chunk
+# A replay's chunks double in size (in manifest pages) up to this many pages, so its route starts
+# on the first page while few activities publish the rest; a huge replay gets bigger chunks still,
+# at most MAX_PUBLISH_CHUNKS of them.
+PUBLISH_CHUNK_PAGES = 32
+MAX_PUBLISH_CHUNKS = 500
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -379,10 +383,11 @@ class ExecutionWorkflow:
                 **options,
             )
             pages = -(-manifest.total // manifest.page_size)
-            per = -(-pages // MAX_PUBLISH_CHUNKS)
-            next_page = 0
+            largest = max(PUBLISH_CHUNK_PAGES, -(-pages // MAX_PUBLISH_CHUNKS))
+            per = next_page = 0
             while True:
                 while next_page < pages and len(in_flight) < PUBLISH_AHEAD and not self._stop_publishing():
+                    per = min(max(per * 2, 1), largest)
                     in_flight.append(
                         workflow.start_activity(
                             PUBLISH_REPLAY_CHUNK,
