@@ -38,6 +38,7 @@ from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,
     child_env,
     free_port,
+    run_serving,
     serve_in_background,
     tail,
     temporal_dev_command,
@@ -301,7 +302,7 @@ def run_main(
 ) -> int:
     """Run a benchmark, write its JSON report, print the table (or the JSON with --json)."""
     try:
-        report = asyncio.run(main_async(args))
+        report = run_serving(main_async(args))  # the loop `sluice dev` serves the API on
     except KeyboardInterrupt:
         log("bench: interrupted")
         return 130

@@ -200,7 +200,7 @@ def _with_working_directory(settings: Settings) -> Settings:
 
 # -- dev ---------------------------------------------------------------------------------------
 def cmd_dev(args: SimpleNamespace, settings: Settings) -> int:
-    from sluice.runtime.devstack import Ports, StackError, embedded_stack, serve_until
+    from sluice.runtime.devstack import Ports, StackError, embedded_stack, run_serving, serve_until
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port)
 
@@ -226,7 +226,7 @@ def cmd_dev(args: SimpleNamespace, settings: Settings) -> int:
         return 0
 
     try:
-        return asyncio.run(main())
+        return run_serving(main())
     except StackError as exc:
         print(f"sluice dev: {exc}", file=sys.stderr)
         return 2
@@ -280,10 +280,10 @@ def cmd_run(args: SimpleNamespace, settings: Settings) -> int:
                 server.should_exit = True
                 await task
 
-    from sluice.runtime.devstack import StackError
+    from sluice.runtime.devstack import StackError, run_serving
 
     try:
-        return asyncio.run(main())
+        return run_serving(main())
     except StackError as exc:
         print(f"sluice run: {exc}", file=sys.stderr)
         return 2
@@ -465,7 +465,7 @@ def cmd_api(args: SimpleNamespace, settings: Settings) -> int:
     import uvicorn
 
     from sluice.api.app import create_app
-    from sluice.runtime.devstack import serve_until
+    from sluice.runtime.devstack import run_serving, serve_until
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
@@ -490,7 +490,7 @@ def cmd_api(args: SimpleNamespace, settings: Settings) -> int:
         return 0
 
     try:
-        return asyncio.run(main())
+        return run_serving(main())
     except Exception as exc:  # e.g. the port is taken, or the database is unreachable
         print(f"sluice api: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2

@@ -10,9 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from temporalio.client import Client
@@ -20,6 +21,8 @@ from temporalio.client import Client
 from sluice.db.migrate import upgrade_database
 from sluice.settings import Settings
 from sluice.temporal import connect, dev_server_args, temporal_cli_path
+
+T = TypeVar("T")
 
 
 class StackError(RuntimeError):
@@ -241,6 +244,17 @@ class SupervisedWorker:
         code = self.proc.returncode if self.proc is not None else None
         if code not in (0, None, -signal.SIGTERM, -signal.SIGINT):
             print(f"worker exited with {code}; see {self.log}", file=sys.stderr)
+
+
+def run_serving(main: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that serves the API on uvloop when it is installed (uvicorn[standard] brings
+    it on Linux), as `uvicorn.run` would; serving inside plain `asyncio.run` lost that."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:
