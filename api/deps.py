@@ -53,7 +53,8 @@ class Services:
     oidc: OidcVerifier | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request.
     return request.app.state.services
 
 
