@@ -13,25 +13,21 @@ def validate_key(key: str) -> str:
         framed = f"/{key}/"
         if "//" not in framed and "/./" not in framed and "/../" not in framed:
             return key
-    from sluice.storage.base import StorageKeyError
-
     if not isinstance(key, str) or not key:
-        raise StorageKeyError("empty object key")
+        raise _key_error("empty object key")
     if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise StorageKeyError(f"invalid object key {key!r}")
-    raise StorageKeyError(f"object key {key!r} has an empty, '.' or '..' segment")
+        raise _key_error(f"invalid object key {key!r}")
+    raise _key_error(f"object key {key!r} has an empty, '.' or '..' segment")
 
 
 def validate_relative_path(path: str, what: str = "path") -> str:
     """A user-supplied path inside an execution's prefix: no '..', no absolute path."""
-    from sluice.storage.base import StorageKeyError
-
     cleaned = path.strip()
     if cleaned.startswith("/") or "\\" in cleaned or "\x00" in cleaned:
-        raise StorageKeyError(f"{what} {path!r} must be a relative path")
+        raise _key_error(f"{what} {path!r} must be a relative path")
     framed = f"/{cleaned}/"
     if "/./" in framed or "/../" in framed:
-        raise StorageKeyError(f"{what} {path!r} must not contain '.' or '..' segments")
+        raise _key_error(f"{what} {path!r} must not contain '.' or '..' segments")
     if "//" not in framed:
         return cleaned  # already normal: every emitted object's path takes this way
     return "/".join(p for p in cleaned.split("/") if p != "")
@@ -51,9 +47,7 @@ def object_key(execution_id: str, stage: str, path: str) -> str:
     stage = validate_relative_path(stage, "stage")
     rel = validate_relative_path(path, "path")
     if not rel:
-        from sluice.storage.base import StorageKeyError
-
-        raise StorageKeyError("empty object path")
+        raise _key_error("empty object path")
     return validate_key(f"{execution_id}/{stage}/{rel}")
 
 
@@ -63,3 +57,10 @@ def sidecar_key(key: str) -> str:
 
 def is_sidecar(key: str) -> bool:
     return key.endswith(SIDECAR_SUFFIX)
+
+
+def _key_error(message: str) -> Exception:
+    # Imported when raising, not per call: every stored object's key and path are checked here.
+    from sluice.storage.base import StorageKeyError  # base imports this module
+
+    return StorageKeyError(message)
