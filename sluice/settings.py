@@ -45,7 +45,8 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         le=100_000,
-        description="Objects a replay publishes per chunk; its route handles a chunk while the next is published",
+        description="Objects in a replay's first publishing chunk (later ones double, up to 32x); "
+        "its route handles a chunk while the next ones are published",
     )
     cancel_wait: str = Field(default="15s", description="How long a cancel request waits for the run to stop")
     handler_log_level: str = Field(
