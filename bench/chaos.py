@@ -6,7 +6,9 @@
 Every component is a real process of its own (Temporal dev server on a SQLite file, `sluice
 worker`s, `sluice api`), killed with SIGKILL. Each round runs a 300-message fan-out and checks,
 from storage, the database and Temporal: objects and sidecars exactly once, lineage rows exactly
-once, route counts exact, no record stuck `running`, no workflow without a record. It prints, per
+once, route counts exact, no record stuck `running`, no workflow without a record; the `replay`
+scenario then replays the run's outputs plus 20,000 more objects and kills workers while the
+replay publishes in chunks. It prints, per
 scenario: kills, executions, lost, duplicated, stuck, handler retries spent. `tests/test_chaos.py`
 runs the same scenarios, smaller, in CI.
 """
@@ -36,6 +38,7 @@ if str(REPO) not in sys.path:
 import httpx  # noqa: E402
 from sqlalchemy import func  # noqa: E402
 from sqlmodel import select  # noqa: E402
+from temporalio.api.enums.v1 import EventType, PendingActivityState  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 
 from sluice.db.engine import create_engine, session_factory  # noqa: E402
@@ -50,6 +53,7 @@ from sluice.runtime.devstack import (  # noqa: E402
     wait_for_temporal,
 )
 from sluice.settings import Settings  # noqa: E402
+from sluice.workflow_io import PUBLISH_REPLAY_CHUNK  # noqa: E402
 
 MESSAGES = 300
 PIPELINE = """
@@ -370,7 +374,94 @@ async def api_kills(tmp: Path, *, sleep: float = 0.1, replay_objects: int = 20_0
     return result
 
 
-SCENARIOS = {"workers": worker_kills, "temporal": temporal_restart, "api": api_kills}
+async def replay_worker_kills(
+    tmp: Path, *, kills: int = 4, replay_objects: int = 20_000, seed: int = 0
+) -> Round:
+    """SIGKILL workers while a replay publishes its chunks and its route already handles them."""
+    result = Round("worker SIGKILLs mid-replay")
+    rng = random.Random(seed)
+    async with chaos_stack(tmp) as stack:
+        execution_id, started = await start_run(stack, 0.0)
+        await check_run(stack, execution_id, result, timeout=180)
+        bulk = stack.storage() / execution_id / "copied" / "bulk"
+        bulk.mkdir(parents=True)
+        for i in range(replay_objects):  # chunks of 1,000, 2,000, 4,000 ... keys: seconds of publishing
+            (bulk / f"{i:06d}.txt").write_text("x")
+        expected = replay_objects + MESSAGES  # the bulk objects and the run's own copies
+        body = {"from_execution_id": execution_id, "from_stage": "copied", "to_route": "sink"}
+        async with httpx.AsyncClient(base_url=stack.url, timeout=60) as http:
+            started_replay = await http.post("/api/v1/replay", json=body, headers={"Prefer": "respond-async"})
+            started_replay.raise_for_status()
+            replay_id = started_replay.json()["id"]
+            assert stack.client is not None
+            handle = stack.client.get_workflow_handle(f"sluice-exec-{replay_id}")
+            # First every worker at once while a chunk is being published (so that chunk is lost
+            # for sure and runs again), then random ones while the rest publishes and runs.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                a.activity_type.name == PUBLISH_REPLAY_CHUNK
+                and a.attempt == 1
+                and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                for a in (await handle.describe()).raw_description.pending_activities
+            ):
+                await asyncio.sleep(0.02)
+            for _ in range(stack.n_workers):
+                stack.kill_a_worker(rng)
+            for _ in range(stack.n_workers):
+                stack.start_worker()
+            result.kills += stack.n_workers
+            for _ in range(kills - stack.n_workers):
+                await asyncio.sleep(rng.uniform(0.2, 0.6))
+                stack.kill_a_worker(rng)
+                result.kills += 1
+                stack.start_worker()
+            result.executions += 1
+            done = await wait_done(stack, replay_id, timeout=240)
+            if done is None:
+                result.stuck += 1
+            else:
+                counts = done.get("replay") or {}
+                if done["status"] != "completed" or (
+                    counts.get("objects_found"),
+                    counts.get("objects_published"),
+                ) != (expected, expected):
+                    result.problems.append(f"replay {replay_id} ended {done['status']} with {counts}")
+                sink = next(
+                    r
+                    for r in (await http.get(f"/api/v1/executions/{replay_id}/routes")).json()["routes"]
+                    if r["route"] == "sink"
+                )
+                handled = sink["messages_processed"]
+                rows = await stack.lineage_rows(replay_id)  # one per published message
+                result.lost += max(expected - handled, 0) + max(expected - rows, 0)
+                result.duplicated += max(handled - expected, 0) + max(rows - expected, 0)
+                result.worker_losses += sink["worker_losses"]
+                result.handler_retries += sink["retries"]
+                history = await handle.fetch_history()
+                chunks = {
+                    e.event_id
+                    for e in history.events
+                    if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                    and e.activity_task_scheduled_event_attributes.activity_type.name == PUBLISH_REPLAY_CHUNK
+                }
+                if not any(
+                    e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+                    and e.activity_task_started_event_attributes.scheduled_event_id in chunks
+                    and e.activity_task_started_event_attributes.attempt > 1
+                    for e in history.events
+                ):
+                    result.problems.append("no publishing chunk was interrupted: the kills missed publishing")
+        result.problems += await stack.orphans()
+        result.seconds = time.monotonic() - started
+    return result
+
+
+SCENARIOS = {
+    "workers": worker_kills,
+    "temporal": temporal_restart,
+    "api": api_kills,
+    "replay": replay_worker_kills,
+}
 
 
 def render(rounds: list[Round]) -> str:
@@ -408,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kills", type=int, default=6, help="worker SIGKILLs per worker round")
-    parser.add_argument("--scenarios", default="workers,temporal,api")
+    parser.add_argument("--scenarios", default="workers,temporal,api,replay")
     parser.add_argument("--minutes", type=float, default=6.0, help="stop starting rounds after this")
     parser.add_argument("--json", type=Path, help="also write the rounds as JSON here")
     args = parser.parse_args(argv)
