@@ -7,7 +7,6 @@ size costs the workflow one small result.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,7 +21,7 @@ from sluice.ids import derived_id
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_sources import candidate_keys
 from sluice.services.lineage import Emission
-from sluice.spill import page_key, spill_prefix, write_spill
+from sluice.spill import read_page, spill_prefix, write_spill
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import stage_prefix, validate_key
 from sluice.workflow_io import (
@@ -243,11 +242,9 @@ def _stage_of(prefixes: dict[str, str], key: str, stage: str) -> str:
 async def _manifest_keys(
     storage: ObjectStorage, manifest: SpillRef, first: int, pages: int
 ) -> AsyncIterator[str]:
-    last = min(first + pages, math.ceil(manifest.total / manifest.page_size))
-    for page in range(first, last):
-        for line in (await storage.get(page_key(manifest.prefix, page))).splitlines():
-            if line:
-                yield from_json(line)
+    for page in range(first, min(first + pages, manifest.page_count)):
+        for line in await read_page(storage, manifest.prefix, page):
+            yield from_json(line)
 
 
 async def _chunks(source: AsyncIterator[str], size: int) -> AsyncIterator[list[str]]:

@@ -38,6 +38,12 @@ async def put_page(
     await storage.put(page_key(prefix, page), body, "application/x-ndjson")
 
 
+async def read_page(storage: ObjectStorage, prefix: str, page: int) -> list[bytes]:
+    """A page's JSONL lines, undecoded. Split as bytes: `str.splitlines` also splits at U+2028 and
+    U+0085, which pydantic-core leaves raw inside JSON strings."""
+    return [line for line in (await storage.get(page_key(prefix, page))).splitlines() if line.strip()]
+
+
 async def write_spill(
     storage: ObjectStorage,
     prefix: str,
@@ -118,7 +124,8 @@ async def load_batch(storage: ObjectStorage, batch: MessageBatch) -> list[Messag
     if batch.messages is not None:
         return batch.messages
     assert batch.spill is not None
-    raw = await storage.get(page_key(batch.spill.prefix, batch.page))
-    lines = [line for line in raw.splitlines() if line.strip()][batch.start : batch.start + batch.count]
+    lines = (await read_page(storage, batch.spill.prefix, batch.page))[
+        batch.start : batch.start + batch.count
+    ]
     # One validation call for the batch: per-line calls cost more than the messages themselves.
     return _MESSAGES.validate_json(b"[" + b",".join(lines) + b"]")

@@ -78,6 +78,11 @@ class SpillRef(BaseModel):
     page_size: int
     offset: int = 0
 
+    @property
+    def page_count(self) -> int:
+        """Pages written (the last may be partial)."""
+        return -(-self.total // self.page_size)
+
 
 class MessageBatch(BaseModel):
     """Either inline messages or one slice of one spill page."""

@@ -382,7 +382,7 @@ class ExecutionWorkflow:
                 summary=f"list {replay.from_stage} for {replay.to_route}",
                 **options,
             )
-            pages = -(-manifest.total // manifest.page_size)
+            pages = manifest.page_count
             largest = max(PUBLISH_CHUNK_PAGES, -(-pages // MAX_PUBLISH_CHUNKS))
             per = next_page = 0
             while True:

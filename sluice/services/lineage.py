@@ -169,44 +169,33 @@ _SQLITE_INSERT_EMISSIONS = (
 def _insert_emissions(conn: Connection, emissions: dict[str, tuple[str, Emission]], now: datetime) -> None:
     table = LineageRecord.__table__  # type: ignore[attr-defined]
     dialect = conn.dialect
-    if dialect.name != "sqlite":
-        rows = [
-            {
-                "correlation_id": e.correlation_id,
-                "parent_correlation_id": e.parent_correlation_id,
-                "route": e.route,
-                "source_route": e.source_route,
-                "stage": e.stage,
-                "object_key": e.object_key,
-                "replay_batch_id": e.replay_batch_id,
-                "execution_id": execution_id,
-                "created_at": now,
-                "payload": to_jsonable_python(e.payload),
-            }
-            for execution_id, e in emissions.values()  # by hand: dataclasses.asdict deep-copies payloads
-        ]
-        execute_many(conn, upsert_statement(dialect.name, table), rows)
-        return
-    # Stored as SQLAlchemy stores them, so the ORM reads these rows like any other.
-    created = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)(now)
-    conn.exec_driver_sql(
-        _SQLITE_INSERT_EMISSIONS,
-        [
-            (
-                e.correlation_id,
-                e.parent_correlation_id,
-                e.route,
-                e.source_route,
-                e.stage,
-                e.object_key,
-                e.replay_batch_id,
-                execution_id,
-                created,
-                to_json(e.payload).decode(),  # None is stored as JSON null, as sa.JSON does
-            )
-            for execution_id, e in emissions.values()
-        ],
-    )
+    sqlite = dialect.name == "sqlite"
+    # On SQLite the values are stored as SQLAlchemy stores them (its datetime text; None as JSON
+    # null, as sa.JSON does), so the ORM reads these rows like any other.
+    created = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)(now) if sqlite else now
+    rows = [
+        (
+            e.correlation_id,
+            e.parent_correlation_id,
+            e.route,
+            e.source_route,
+            e.stage,
+            e.object_key,
+            e.replay_batch_id,
+            execution_id,
+            created,
+            to_json(e.payload).decode() if sqlite else to_jsonable_python(e.payload),
+        )
+        for execution_id, e in emissions.values()  # by hand: dataclasses.asdict deep-copies payloads
+    ]
+    if sqlite:
+        conn.exec_driver_sql(_SQLITE_INSERT_EMISSIONS, rows)
+    else:
+        execute_many(
+            conn,
+            upsert_statement(dialect.name, table),
+            [dict(zip(_EMISSION_COLUMNS, r, strict=True)) for r in rows],
+        )
 
 
 def _mark(conn: Connection, processed: Sequence[Message], now: datetime) -> int:
