@@ -176,6 +176,15 @@ class ChaosStack:
     def storage(self) -> Path:
         return self.tmp / "data" / "storage"
 
+    def bulk_replay(self, execution_id: str, objects: int) -> dict[str, Any]:
+        """Add `objects` one-byte objects to the run's `copied` stage; the body of a detached
+        replay of that stage (the run's copies and these) into `sink`."""
+        bulk = self.storage() / execution_id / "copied" / "bulk"
+        bulk.mkdir(parents=True)
+        for i in range(objects):
+            (bulk / f"{i:06d}.txt").write_text("x")
+        return {"from_execution_id": execution_id, "from_stage": "copied", "to_route": "sink"}
+
     def objects(self, execution_id: str, stage: str) -> list[str]:
         root = self.storage() / execution_id / stage
         return sorted(p.name for p in root.rglob("*") if p.is_file() and not p.name.endswith(".meta.json"))
@@ -348,11 +357,7 @@ async def api_kills(tmp: Path, *, sleep: float = 0.1, replay_objects: int = 20_0
         await stack.start_api()
         await check_run(stack, execution_id, result, timeout=180)
 
-        bulk = stack.storage() / execution_id / "copied" / "bulk"
-        bulk.mkdir(parents=True)
-        for i in range(replay_objects):  # a replay that takes a few seconds to publish
-            (bulk / f"{i:06d}.txt").write_text("x")
-        body = {"from_execution_id": execution_id, "from_stage": "copied", "to_route": "sink"}
+        body = stack.bulk_replay(execution_id, replay_objects)  # takes a few seconds to publish
         async with httpx.AsyncClient(base_url=stack.url, timeout=120) as http:
             request = asyncio.create_task(http.post("/api/v1/replay", json=body))
             await asyncio.sleep(0.8)
@@ -383,12 +388,9 @@ async def replay_worker_kills(
     async with chaos_stack(tmp) as stack:
         execution_id, started = await start_run(stack, 0.0)
         await check_run(stack, execution_id, result, timeout=180)
-        bulk = stack.storage() / execution_id / "copied" / "bulk"
-        bulk.mkdir(parents=True)
-        for i in range(replay_objects):  # chunks of 1,000, 2,000, 4,000 ... keys: seconds of publishing
-            (bulk / f"{i:06d}.txt").write_text("x")
+        # Chunks of 1,000, 2,000, 4,000 ... keys: seconds of publishing.
+        body = stack.bulk_replay(execution_id, replay_objects)
         expected = replay_objects + MESSAGES  # the bulk objects and the run's own copies
-        body = {"from_execution_id": execution_id, "from_stage": "copied", "to_route": "sink"}
         async with httpx.AsyncClient(base_url=stack.url, timeout=60) as http:
             started_replay = await http.post("/api/v1/replay", json=body, headers={"Prefer": "respond-async"})
             started_replay.raise_for_status()

@@ -85,6 +85,18 @@ async def _finished(stack: Stack, execution_id: str) -> dict:
     return body
 
 
+async def _detached_replay(stack: Stack, run_id: str) -> str:
+    """Replay a run's `raw` objects into `copy`; the new execution's id once it completed."""
+    replay = await stack.http.post(
+        "/api/v1/replay",
+        json={"from_execution_id": run_id, "from_stage": "raw", "to_route": "copy"},
+    )
+    assert replay.status_code == 200, replay.text
+    replay_id = replay.json()["execution_id"]
+    assert (await _finished(stack, replay_id))["status"] == "completed"
+    return replay_id
+
+
 async def test_record(make_stack) -> None:
     stack: Stack = await make_stack(activities_per_run=12)
 
@@ -98,14 +110,7 @@ async def test_record(make_stack) -> None:
     assert (await _finished(stack, spill_run["id"]))["status"] == "completed"
     await _save(stack, "spill_continue_as_new", spill_run["id"])
 
-    replay = await stack.http.post(
-        "/api/v1/replay",
-        json={"from_execution_id": run["id"], "from_stage": "raw", "to_route": "copy"},
-    )
-    assert replay.status_code == 200, replay.text
-    replay_id = replay.json()["execution_id"]
-    assert (await _finished(stack, replay_id))["status"] == "completed"
-    await _save(stack, "detached_replay", replay_id)
+    await _save(stack, "detached_replay", await _detached_replay(stack, run["id"]))
 
     retries = await stack.create_config(RETRY_THEN_FAIL)
     failed = (await stack.run(retries["id"])).json()
@@ -233,11 +238,4 @@ async def test_record_chunked_replay(make_stack) -> None:
     linear = await stack.create_config(LINEAR_COLLECT.replace("count: 3", "count: 8"))
     run = (await stack.run(linear["id"])).json()
     assert (await _finished(stack, run["id"]))["status"] == "completed"
-    replay = await stack.http.post(
-        "/api/v1/replay",
-        json={"from_execution_id": run["id"], "from_stage": "raw", "to_route": "copy"},
-    )
-    assert replay.status_code == 200, replay.text
-    replay_id = replay.json()["execution_id"]
-    assert (await _finished(stack, replay_id))["status"] == "completed"
-    await _save(stack, "chunked_replay", replay_id)
+    await _save(stack, "chunked_replay", await _detached_replay(stack, run["id"]))
