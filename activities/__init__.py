@@ -28,6 +28,7 @@ def build_activities(deps: ActivityDeps) -> list[Callable[..., Any]]:
         replay.list_replay_objects,
         replay.list_replay_keys,
         replay.publish_replay_chunk,
+        replay.publish_replay_keys,
         replay.record_replay_published,
         resume.prepare_resume,
         children.prepare_backfill_run,

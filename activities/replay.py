@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic_core import from_json
 from temporalio import activity
@@ -17,18 +17,19 @@ from temporalio import activity
 from sluice.activities.deps import ActivityDeps
 from sluice.db.events import REPLAY_PUBLISHED, lifecycle
 from sluice.db.models import ExecutionRecord
-from sluice.ids import derived_id
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
-from sluice.replay_sources import candidate_keys
+from sluice.replay_messages import ReplayMessages
+from sluice.replay_sources import candidate_keys, candidate_objects
 from sluice.services.lineage import Emission
-from sluice.spill import read_page, spill_prefix, write_spill
+from sluice.spill import read_page, replay_keys_prefix, spill_prefix, write_spill
 from sluice.storage.base import ObjectStorage
-from sluice.storage.keys import stage_prefix, validate_key
+from sluice.storage.keys import validate_key
 from sluice.workflow_io import (
     LIST_REPLAY_KEYS,
     LIST_REPLAY_OBJECTS,
     MAX_REPLAY_ERRORS,
     PUBLISH_REPLAY_CHUNK,
+    PUBLISH_REPLAY_KEYS,
     RECORD_REPLAY_PUBLISHED,
     ReplayChunkTask,
     ReplayListing,
@@ -38,6 +39,7 @@ from sluice.workflow_io import (
     execution_id_of,
 )
 
+T = TypeVar("T")
 CHECK_CONCURRENCY = 64
 LINEAGE_CHUNK = 500
 LINEAGE_AHEAD = 2  # lineage chunks being written while the listing goes on
@@ -55,7 +57,7 @@ class ReplayActivities:
         listing = await self._publish(
             execution_id,
             spec,
-            candidate_keys(spec, self.deps.storage, self.deps.sessions),
+            candidate_objects(spec, self.deps.storage, self.deps.sessions),
             spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
         )
         await self._record(execution_id, spec, listing)
@@ -98,10 +100,30 @@ class ReplayActivities:
     async def record_replay_published(self, task: ReplayRecordTask) -> None:
         await self._record(execution_id_of(activity.info().workflow_id), task.spec, task.listing)
 
+    @activity.defn(name=PUBLISH_REPLAY_KEYS)
+    async def publish_replay_keys(self, spec: ReplaySpec) -> ReplayListing:
+        """List and check the replay's keys, write the publishable ones as pages (the route's
+        batches derive their messages) and record the counts. Nothing is stored per object: each
+        message's lineage row is written once, by the batch that handles it. A retry rewrites the
+        same pages from a new listing (no batch reads them before this activity completes)."""
+        execution_id = execution_id_of(activity.info().workflow_id)
+        counts = {"found": 0, "published": 0, "failed": 0}
+        errors: list[str] = []
+        ref = await write_spill(
+            self.deps.storage,
+            replay_keys_prefix(execution_id, spec.replay_batch_id),
+            self._checked(candidate_objects(spec, self.deps.storage, self.deps.sessions), counts, errors),
+            spec.page_size,
+        )
+        listing = _listing(counts, errors, ref.model_copy(update={"replay": spec.derivation()}))
+        await self._record(execution_id, spec, listing)
+        return listing
+
     async def _publish(
-        self, execution_id: str, spec: ReplaySpec, keys: AsyncIterator[str], prefix: str
+        self, execution_id: str, spec: ReplaySpec, keys: AsyncIterator[tuple[str, bool]], prefix: str
     ) -> ReplayListing:
-        """Check each key, record its lineage row and write its message to pages under `prefix`."""
+        """Check each key, record its lineage row and write its message to pages under `prefix`
+        (replays started before their messages were derived)."""
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
         lineage: list[Emission] = []
@@ -114,52 +136,27 @@ class ReplayActivities:
             if len(writing) > LINEAGE_AHEAD:
                 await writing.popleft()
 
-        prefixes: dict[str, str] = {}  # owner execution -> its stage prefix
+        derive = ReplayMessages(execution_id, spec.derivation())
 
         async def messages() -> AsyncIterator[dict[str, Any]]:
-            async for chunk in _chunks(keys, CHECK_CONCURRENCY):
-                readable = await self._problems(chunk)
-                for key, problem in zip(chunk, readable, strict=True):
-                    counts["found"] += 1
-                    if counts["found"] % 500 == 0:
-                        activity.heartbeat(counts)
-                    if problem:
-                        counts["failed"] += 1
-                        if len(errors) < MAX_REPLAY_ERRORS:
-                            errors.append(f"{key}: {problem}")
-                        continue
-                    counts["published"] += 1
-                    correlation_id = derived_id(spec.replay_batch_id, key)
-                    payload = {
-                        "object_key": key,
-                        "stage": spec.from_stage,
-                        "path": key.removeprefix(_stage_of(prefixes, key, spec.from_stage)),
-                    }
-                    lineage.append(
-                        Emission(
-                            correlation_id=correlation_id,
-                            parent_correlation_id=None,
-                            route=spec.to_route,
-                            source_route=None,
-                            stage=spec.from_stage,
-                            object_key=key,
-                            replay_batch_id=spec.replay_batch_id,
-                            payload=payload,
-                        )
+            async for key in self._checked(keys, counts, errors):
+                message = derive.message(key)
+                lineage.append(
+                    Emission(
+                        correlation_id=message["metadata"]["correlation_id"],
+                        parent_correlation_id=None,
+                        route=spec.to_route,
+                        source_route=None,
+                        stage=spec.from_stage,
+                        object_key=key,
+                        replay_batch_id=spec.replay_batch_id,
+                        payload=message["payload"],
                     )
-                    if len(lineage) >= LINEAGE_CHUNK:
-                        await record_lineage(lineage[:])
-                        lineage.clear()
-                    metadata = {
-                        "execution_id": execution_id,
-                        "correlation_id": correlation_id,
-                        "parent_correlation_id": None,
-                        "replay_batch_id": spec.replay_batch_id,
-                        "source_route": None,
-                    }
-                    if spec.metadata:
-                        metadata["replay_metadata"] = spec.metadata
-                    yield {"payload": payload, "metadata": metadata}  # a Message, as its page line
+                )
+                if len(lineage) >= LINEAGE_CHUNK:
+                    await record_lineage(lineage[:])
+                    lineage.clear()
+                yield message  # a Message, as its page line
 
         try:
             ref = await write_spill(self.deps.storage, prefix, messages(), spec.page_size)
@@ -168,13 +165,26 @@ class ReplayActivities:
         except BaseException:
             await asyncio.gather(*writing, return_exceptions=True)
             raise
-        return ReplayListing(
-            objects_found=counts["found"],
-            objects_published=counts["published"],
-            objects_failed=counts["failed"],
-            errors=errors,
-            spill=ref,
-        )
+        return _listing(counts, errors, ref)
+
+    async def _checked(
+        self, keys: AsyncIterator[tuple[str, bool]], counts: dict[str, int], errors: list[str]
+    ) -> AsyncIterator[str]:
+        """The keys that can be published, counting every key and naming the first failures.
+        `keys`: (key, whether its listing proved it exists)."""
+        async for chunk in _chunks(keys, CHECK_CONCURRENCY):
+            readable = await self._problems(chunk)
+            for (key, _), problem in zip(chunk, readable, strict=True):
+                counts["found"] += 1
+                if counts["found"] % 500 == 0:
+                    activity.heartbeat(counts)
+                if problem:
+                    counts["failed"] += 1
+                    if len(errors) < MAX_REPLAY_ERRORS:
+                        errors.append(f"{key}: {problem}")
+                    continue
+                counts["published"] += 1
+                yield key
 
     async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:
         """Keep the publishing outcome on the execution record and in its logs."""
@@ -207,48 +217,52 @@ class ReplayActivities:
             await session.commit()
         REPLAY_OBJECTS_PUBLISHED.labels(spec.to_route).inc(listing.objects_published)
 
-    async def _problems(self, keys: list[str]) -> list[str | None]:
-        """Why each key cannot be published (None: readable), checked a chunk at a time. Listed
-        keys too: a listing shows what a reader may still fail to open (a dangling link)."""
+    async def _problems(self, keys: list[tuple[str, bool]]) -> list[str | None]:
+        """Why each key cannot be published (None: readable), checked a chunk at a time. A listed
+        key is looked up unless its listing proved it (a local listing shows links that may dangle)."""
         problems: list[str | None] = [None] * len(keys)
-        valid: list[int] = []
-        for i, key in enumerate(keys):
+        unproven: list[int] = []
+        for i, (key, proven) in enumerate(keys):
             try:
                 validate_key(key)
-                valid.append(i)
             except Exception as exc:
                 problems[i] = f"{type(exc).__name__}: {exc}"
+                continue
+            if not proven:
+                unproven.append(i)
         try:
-            found = await self.deps.storage.exists_many([keys[i] for i in valid])
+            found = await self.deps.storage.exists_many([keys[i][0] for i in unproven]) if unproven else []
         except Exception as exc:
-            found = [False] * len(valid)
-            for i in valid:
+            found = [False] * len(unproven)
+            for i in unproven:
                 problems[i] = f"{type(exc).__name__}: {exc}"
-        for i, ok in zip(valid, found, strict=True):
+        for i, ok in zip(unproven, found, strict=True):
             if not ok and problems[i] is None:
                 problems[i] = "object does not exist or cannot be read"
         return problems
 
 
-def _stage_of(prefixes: dict[str, str], key: str, stage: str) -> str:
-    """The stage prefix of the execution that owns `key`, computed once per execution."""
-    owner = key.split("/", 1)[0]
-    prefix = prefixes.get(owner)
-    if prefix is None:
-        prefix = prefixes[owner] = stage_prefix(owner, stage)
-    return prefix
+def _listing(counts: dict[str, int], errors: list[str], spill: SpillRef) -> ReplayListing:
+    return ReplayListing(
+        objects_found=counts["found"],
+        objects_published=counts["published"],
+        objects_failed=counts["failed"],
+        errors=errors,
+        spill=spill,
+    )
 
 
 async def _manifest_keys(
     storage: ObjectStorage, manifest: SpillRef, first: int, pages: int
-) -> AsyncIterator[str]:
+) -> AsyncIterator[tuple[str, bool]]:
+    """The listed keys of some manifest pages (looked up again: they were listed a while ago)."""
     for page in range(first, min(first + pages, manifest.page_count)):
         for line in await read_page(storage, manifest.prefix, page):
-            yield from_json(line)
+            yield from_json(line), False
 
 
-async def _chunks(source: AsyncIterator[str], size: int) -> AsyncIterator[list[str]]:
-    chunk: list[str] = []
+async def _chunks(source: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
+    chunk: list[T] = []
     async for item in source:
         chunk.append(item)
         if len(chunk) >= size:

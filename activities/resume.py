@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic_core import from_json
 from sqlmodel import col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -26,11 +27,12 @@ from sluice.db.models import ExecutionRecord, LineageRecord, RouteRunRecord
 from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
-from sluice.spill import spill_prefix, write_spill
+from sluice.replay_messages import ReplayMessages
+from sluice.spill import read_page, replay_keys_prefix, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.storage.keys import sidecar_key
 from sluice.storage.stage import read_meta
-from sluice.workflow_io import PREPARE_RESUME, ResumePlan, ResumeTask
+from sluice.workflow_io import PREPARE_RESUME, ReplayKeys, ResumePlan, ResumeTask
 
 COPY_CONCURRENCY = 16
 INCOMPLETE = "ResumeSourceIncomplete"
@@ -78,6 +80,7 @@ class ResumeActivities:
             )
         if record is None:
             raise ApplicationError(f"execution {source} not found", type=INCOMPLETE, non_retryable=True)
+        rows = await self._unhandled_replay_rows(record, rows) + rows
         init_id = derived_id(source, "init")
         rows = _committed(rows, None if record.trigger == "resume" else init_id)
         carry = _Carrier(source, new)
@@ -144,6 +147,48 @@ class ResumeActivities:
             await session.commit()
         await self._record(task, plan, {name: len(m) for name, m in pending.items()})
         return plan
+
+    async def _unhandled_replay_rows(
+        self, record: ExecutionRecord, rows: list[LineageRecord]
+    ) -> list[LineageRecord]:
+        """The rows a replay's publishing stored for messages its route never handled. A replay
+        whose batches derive their messages stores none: they are rebuilt from its published keys."""
+        replay = record.replay or {}
+        if not replay.get("replay_batch_id") or "objects_published" not in replay:
+            return []
+        keys = ReplayKeys(
+            replay_batch_id=replay["replay_batch_id"],
+            stage=replay["from_stage"],
+            metadata=replay.get("metadata"),
+        )
+        derive = ReplayMessages(record.id, keys)
+        handled = {r.correlation_id for r in rows}
+        prefix = replay_keys_prefix(record.id, keys.replay_batch_id)
+        unhandled: list[LineageRecord] = []
+        page = 0
+        while True:
+            try:
+                lines = await read_page(self.deps.storage, prefix, page)
+            except ObjectNotFoundError:
+                return unhandled  # past the last page (or published before messages were derived)
+            for line in lines:
+                key = from_json(line)
+                message = derive.message(key)
+                if message["metadata"]["correlation_id"] in handled:
+                    continue
+                unhandled.append(
+                    LineageRecord(
+                        correlation_id=message["metadata"]["correlation_id"],
+                        execution_id=record.id,
+                        route=replay["to_route"],
+                        stage=keys.stage,
+                        object_key=key,
+                        replay_batch_id=keys.replay_batch_id,
+                        created_at=record.created_at,
+                        payload=message["payload"],
+                    )
+                )
+            page += 1
 
     async def _copy(self, keys: Sequence[str], carry: _Carrier) -> None:
         storage = self.deps.storage

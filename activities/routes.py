@@ -123,7 +123,7 @@ class RouteActivities:
         try:
             handler = resolve_handler(route.handler)
             try:
-                messages = await load_batch(self.deps.storage, task.batch)
+                messages = await load_batch(self.deps.storage, task.batch, task.execution_id)
             except ObjectNotFoundError as exc:
                 raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
             state.inputs.update(m.object_key for m in messages if m.object_key)
@@ -146,7 +146,11 @@ class RouteActivities:
             handled_in = time.perf_counter() - handling
             outputs = await state.finish_outputs()
             await self.deps.lineage.record(
-                state.execution_id, state.emissions, route=route.name, processed=messages
+                state.execution_id,
+                state.emissions,
+                route=route.name,
+                processed=messages,
+                unrecorded=task.batch.spill is not None and task.batch.spill.replay is not None,
             )
             return RouteResult(
                 processed=state.processed,

@@ -23,18 +23,27 @@ LINEAGE_PAGE = 1000
 async def candidate_keys(
     spec: ReplaySpec, storage: ObjectStorage, sessions: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[str]:
+    async for key, _ in candidate_objects(spec, storage, sessions):
+        yield key
+
+
+async def candidate_objects(
+    spec: ReplaySpec, storage: ObjectStorage, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[tuple[str, bool]]:
+    """The replay's keys, each with whether its listing proved it exists (named and lineage keys
+    are proven by nobody: publishing checks them)."""
     if spec.replay_source == "manual":
         for key in spec.keys or []:
-            yield key
+            yield key, False
     elif spec.replay_source == "storage":
-        async for key in storage.list(
+        async for key, proven in storage.list_proven(
             stage_prefix(spec.source_execution_id, spec.from_stage, spec.from_path)
         ):
             if not is_sidecar(key):
-                yield key
+                yield key, proven
     else:
         async for key in lineage_keys(spec, sessions):
-            yield key
+            yield key, False
 
 
 async def ancestry(sessions: async_sessionmaker[AsyncSession], execution_id: str) -> list[str]:

@@ -41,13 +41,6 @@ class Settings(BaseSettings):
     activities_per_run: int = Field(
         default=2000, ge=10, description="Activities before an execution continues as new"
     )
-    replay_chunk_keys: int = Field(
-        default=1000,
-        ge=1,
-        le=100_000,
-        description="Objects in a replay's first publishing chunk (later ones double, up to 32x); "
-        "its route handles a chunk while the next ones are published",
-    )
     cancel_wait: str = Field(default="15s", description="How long a cancel request waits for the run to stop")
     handler_log_level: str = Field(
         default="debug",

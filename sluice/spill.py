@@ -11,9 +11,10 @@ from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from sluice.messages import Message
+from sluice.replay_messages import ReplayMessages
 from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import INTERNAL_ROOT
 from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
@@ -23,6 +24,11 @@ _MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys")) 
 
 def spill_prefix(execution_id: str, spill_id: str) -> str:
     return f"{INTERNAL_ROOT}/{execution_id}/spill/{spill_id}/"
+
+
+def replay_keys_prefix(execution_id: str, replay_batch_id: str) -> str:
+    """Where a replay's published keys go (its messages are derived from them, see `SpillRef.replay`)."""
+    return spill_prefix(execution_id, f"replay-{replay_batch_id}-published")
 
 
 def page_key(prefix: str, page: int) -> str:
@@ -120,12 +126,15 @@ class OutputSpool:
         )
 
 
-async def load_batch(storage: ObjectStorage, batch: MessageBatch) -> list[Message]:
+async def load_batch(storage: ObjectStorage, batch: MessageBatch, execution_id: str) -> list[Message]:
     if batch.messages is not None:
         return batch.messages
     assert batch.spill is not None
     lines = (await read_page(storage, batch.spill.prefix, batch.page))[
         batch.start : batch.start + batch.count
     ]
+    if batch.spill.replay is not None:  # a replay's keys: derive their messages
+        derive = ReplayMessages(execution_id, batch.spill.replay)
+        return _MESSAGES.validate_python([derive.message(from_json(line)) for line in lines])
     # One validation call for the batch: per-line calls cost more than the messages themselves.
     return _MESSAGES.validate_json(b"[" + b",".join(lines) + b"]")

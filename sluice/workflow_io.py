@@ -27,6 +27,7 @@ LIST_REPLAY_OBJECTS = "sluice.list_replay_objects"
 LIST_REPLAY_KEYS = "sluice.list_replay_keys"
 PUBLISH_REPLAY_CHUNK = "sluice.publish_replay_chunk"
 RECORD_REPLAY_PUBLISHED = "sluice.record_replay_published"
+PUBLISH_REPLAY_KEYS = "sluice.publish_replay_keys"
 MAX_REPLAY_ERRORS = 50  # unpublishable objects a replay reports by name
 PREPARE_RESUME = "sluice.prepare_resume"
 STOP_GRACEFULLY_SIGNAL = "stop_gracefully"
@@ -70,13 +71,25 @@ def config_id_of_schedule(schedule_id: str) -> str | None:
     )
 
 
+class ReplayKeys(BaseModel):
+    """What turns a replay's published keys into its messages (see `sluice.replay_messages`)."""
+
+    replay_batch_id: str
+    stage: str
+    metadata: dict[str, Any] | None = None
+
+
 class SpillRef(BaseModel):
-    """Messages stored as JSONL pages `{prefix}{page:06d}.jsonl` of `page_size` lines each."""
+    """Messages stored as JSONL pages `{prefix}{page:06d}.jsonl` of `page_size` lines each.
+
+    With `replay`, the lines are a replay's keys (JSON strings) and each batch derives their
+    messages: a replay stores nothing per object before its route runs."""
 
     prefix: str
     total: int
     page_size: int
     offset: int = 0
+    replay: ReplayKeys | None = None
 
     @property
     def page_count(self) -> int:
@@ -239,6 +252,13 @@ class ReplaySpec(BaseModel):
     # the route already handles the chunks before. None: one activity lists and publishes them all
     # before the first batch (executions started before chunked publishing).
     chunk_keys: int | None = None
+    # True: one activity lists and checks the keys and writes the publishable ones as pages the
+    # route's batches derive their messages from (each message's lineage row is written once, when
+    # its batch commits). Gates replays started before it onto the paths above.
+    derived: bool = False
+
+    def derivation(self) -> ReplayKeys:
+        return ReplayKeys(replay_batch_id=self.replay_batch_id, stage=self.from_stage, metadata=self.metadata)
 
 
 class ReplayChunkTask(BaseModel):

@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 
-from sluice.workflow_io import PUBLISH_REPLAY_CHUNK, RUN_ROUTE
+from sluice.db.engine import create_engine, session_factory
+from sluice.db.models import LineageRecord
+from sluice.ids import derived_id
+from sluice.services import replays
+from sluice.workflow_io import (
+    LIST_REPLAY_KEYS,
+    PUBLISH_REPLAY_CHUNK,
+    PUBLISH_REPLAY_KEYS,
+    RUN_ROUTE,
+    ReplaySpec,
+)
 from tests.conftest import Stack, StackFactory
 
 PIPELINE = """
@@ -278,38 +290,84 @@ async def test_detached_replay_partial_failure(stack: Stack) -> None:
     assert (await stack.wait(body["execution_id"]))["status"] == "completed"
 
 
-async def test_a_replay_publishes_in_chunks_while_its_route_runs(make_stack: StackFactory) -> None:
-    stack = await make_stack(replay_chunk_keys=3)
-    # The counts of every chunk, added up, once all of them are published.
-    body = await replay_with_a_dangling_link(stack)
-    done = await stack.wait(body["execution_id"])
+def activity_history(events: Any) -> list[tuple[str, str]]:
+    """(event, activity type) of every activity scheduled or completed, in history order."""
+    scheduled: dict[int, str] = {}
+    seen: list[tuple[str, str]] = []
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = name
+            seen.append(("scheduled", name))
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            seen.append(
+                ("completed", scheduled[event.activity_task_completed_event_attributes.scheduled_event_id])
+            )
+    return seen
+
+
+async def assert_replayed_once_each(stack: Stack, done: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 12 readable objects reached the route once each, with one handled lineage row each."""
     assert done["status"] == "completed"
     assert done["replay"]["objects_published"] == 12
     assert [p.read_text() for p in stack.objects(done["id"], "copied")] == [f"ITEM {i}" for i in range(12)]
     graph = (await stack.http.get(f"/api/v1/executions/{done['id']}/lineage")).json()
     published = [n for n in graph["nodes"] if n["route"] == "copy" and n["source_route"] is None]
     assert len({n["id"] for n in published}) == 12
+    return published
 
-    # In the history an operator reads: the 13 keys listed in pages of 3, published in chunks of
-    # 1, 2 and then the last 2 pages (chunks double), and the route's first batch started before
-    # the last chunk was published.
+
+async def test_a_replay_route_derives_its_messages_from_the_published_keys(stack: Stack) -> None:
+    body = await replay_with_a_dangling_link(stack)
+    done = await stack.wait(body["execution_id"])
+    published = await assert_replayed_once_each(stack, done)
+    assert {n["id"] for n in published} == {
+        derived_id(body["replay_batch_id"], n["object_key"]) for n in published
+    }
+    engine = create_engine(stack.settings)
+    try:
+        async with session_factory(engine)() as session:
+            rows = (
+                await session.exec(select(LineageRecord).where(LineageRecord.execution_id == done["id"]))
+            ).all()
+    finally:
+        await engine.dispose()
+    messages = [r for r in rows if r.source_route is None]
+    assert len(messages) == 12 and all(r.processed_at is not None for r in messages)
+    assert all(
+        r.payload == {"object_key": r.object_key, "stage": "raw", "path": r.object_key.rsplit("/", 1)[1]}
+        for r in messages
+    )
+
+    # In the history an operator reads: one activity listed, checked and published the keys; the
+    # route's batches then derived the messages (nothing was published per object).
     history = await stack.temporal.get_workflow_handle(f"sluice-exec-{done['id']}").fetch_history()
-    scheduled: dict[int, str] = {}
-    first_batch = last_chunk_done = 0
-    for event in history.events:
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            name = event.activity_task_scheduled_event_attributes.activity_type.name
-            scheduled[event.event_id] = name
-            if name == RUN_ROUTE and not first_batch:
-                first_batch = event.event_id
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            if (
-                scheduled[event.activity_task_completed_event_attributes.scheduled_event_id]
-                == PUBLISH_REPLAY_CHUNK
-            ):
-                last_chunk_done = event.event_id
-    assert list(scheduled.values()).count(PUBLISH_REPLAY_CHUNK) == 3
-    assert 0 < first_batch < last_chunk_done
+    names = [name for event, name in activity_history(history.events) if event == "scheduled"]
+    assert names[0] == PUBLISH_REPLAY_KEYS and names.count(PUBLISH_REPLAY_KEYS) == 1
+    assert PUBLISH_REPLAY_CHUNK not in names and LIST_REPLAY_KEYS not in names
+    assert names.count(RUN_ROUTE) >= 1
+
+
+async def test_a_replay_started_before_derived_messages_publishes_in_chunks(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executions started by an earlier version (chunked publishing) still run to the end."""
+    monkeypatch.setattr(
+        replays, "ReplaySpec", lambda **kw: ReplaySpec(**{**kw, "derived": False, "chunk_keys": 3})
+    )
+    stack = await make_stack()
+    # The counts of every chunk, added up, once all of them are published.
+    body = await replay_with_a_dangling_link(stack)
+    await assert_replayed_once_each(stack, await stack.wait(body["execution_id"]))
+
+    # The 13 keys listed in pages of 3, published in chunks of 1, 2 and then the last 2 pages
+    # (chunks double), and the route's first batch started before the last chunk was published.
+    history = await stack.temporal.get_workflow_handle(f"sluice-exec-{body['execution_id']}").fetch_history()
+    seen = activity_history(history.events)
+    assert [name for event, name in seen if event == "scheduled"].count(PUBLISH_REPLAY_CHUNK) == 3
+    first_batch = seen.index(("scheduled", RUN_ROUTE))
+    last_chunk_done = max(i for i, item in enumerate(seen) if item == ("completed", PUBLISH_REPLAY_CHUNK))
+    assert first_batch < last_chunk_done
 
 
 async def test_detached_replay_errors(stack: Stack) -> None:
@@ -370,3 +428,45 @@ async def test_lineage_answers_which_input_produced_an_output(stack: Stack) -> N
     )
     assert len(chain["edges"]) == len(chain["nodes"]) - 1
     assert (await stack.http.get(f"/api/v1/executions/{uuid.uuid4()}/lineage")).status_code == 404
+
+
+async def test_resuming_a_failed_replay_sends_only_the_messages_its_route_never_handled(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A replay's messages are derived from its published keys, not stored: a resume rebuilds
+    the ones its route never handled (and only those) from the same keys."""
+    fail = ["item-00003.txt", "item-00007.txt"]
+    params = {"fail": fail, "broken": str(tmp_path / "broken"), "tally": str(tmp_path / "tally")}
+    config = await stack.create_config(
+        f"""
+name: picky-items
+init_message: {{route: load, payload: {{count: 12}}}}
+params: {json.dumps(params)}
+routes:
+  - {{name: load, handler: "tests.handlers:fanout", stage: raw}}
+  - {{name: check, handler: "tests.handlers:picky", stage: checked, retry: {{max_attempts: 1}}}}
+"""
+    )
+    parent = await stack.wait((await stack.run(config["id"])).json()["id"])
+    assert parent["status"] == "completed"
+
+    (tmp_path / "broken").write_text("yes")
+    resp = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "check"}
+    )
+    assert resp.status_code == 200, resp.text
+    failed = await stack.wait(resp.json()["execution_id"])
+    assert failed["status"] == "failed"
+    assert len(stack.objects(failed["id"], "checked")) == 10
+
+    (tmp_path / "broken").unlink()  # the fix
+    (tmp_path / "tally").unlink()
+    resp = await stack.http.post(f"/api/v1/executions/{failed['id']}/resume")
+    assert resp.status_code in (200, 201, 202), resp.text
+    resumed = await stack.wait(resp.json()["id"])
+    assert resumed["status"] == "completed", resumed
+    assert resumed["resume"]["messages_pending"] == {"check": 2}
+    assert sorted((tmp_path / "tally").read_text().splitlines()) == [f"check {name}" for name in fail]
+    assert sorted(p.name for p in stack.objects(resumed["id"], "checked")) == [
+        f"item-{i:05d}.txt" for i in range(12)
+    ]

@@ -382,6 +382,6 @@ async def test_spilled_messages_read_back_exactly(tmp_path: Path) -> None:
     ]
     ref = await write_spill(storage, spill_prefix("e", "t"), messages, page_size=3)
     assert (ref.total, ref.page_size) == (7, 3)
-    got = await load_batch(storage, MessageBatch(spill=ref, page=1, start=1, count=2))
+    got = await load_batch(storage, MessageBatch(spill=ref, page=1, start=1, count=2), "e1")
     assert got == messages[4:6]
-    assert await load_batch(storage, MessageBatch(spill=ref, page=2, start=0, count=3)) == messages[6:]
+    assert await load_batch(storage, MessageBatch(spill=ref, page=2, start=0, count=3), "e1") == messages[6:]

@@ -57,6 +57,7 @@ def test_the_recorded_scenarios_are_all_there() -> None:
         "scheduled_run",
         "adaptive_local_finalize",
         "chunked_replay",
+        "derived_replay",
     }
 
 

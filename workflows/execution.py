@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PREPARE_RESUME,
         PROGRESS_QUERY,
         PUBLISH_REPLAY_CHUNK,
+        PUBLISH_REPLAY_KEYS,
         RECORD_REPLAY_PUBLISHED,
         REPLAY_PUBLISHED_UPDATE,
         RUN_ROUTE,
@@ -144,10 +145,12 @@ class ExecutionWorkflow:
                 if inp.init_message is not None and inp.init_route:
                     scheduler.enqueue(inp.init_route, QueueEntry(messages=[inp.init_message]))
                 if inp.replay is not None:
-                    if inp.replay.chunk_keys:
+                    if inp.replay.derived:
+                        await self._publish_replay(PUBLISH_REPLAY_KEYS)
+                    elif inp.replay.chunk_keys:
                         self._start_publishing()
                     else:
-                        await self._publish_replay()
+                        await self._publish_replay(LIST_REPLAY_OBJECTS)
                 if inp.resume is not None:
                     await self._prepare_resume()
             await self._pump()
@@ -322,12 +325,14 @@ class ExecutionWorkflow:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- phases that call activities ----------------------------------------------------------
-    async def _publish_replay(self) -> None:
+    async def _publish_replay(self, activity: str) -> None:
+        """Publish the replay in one activity before the route starts: `PUBLISH_REPLAY_KEYS` (its
+        batches derive the messages) or, for replays started before that, `LIST_REPLAY_OBJECTS`."""
         replay = self._inp.replay
         assert replay is not None
         try:
             listing: ReplayListing = await workflow.execute_activity(
-                LIST_REPLAY_OBJECTS,
+                activity,
                 replay.model_copy(update={"page_size": self._scheduler.page_size(replay.to_route)}),
                 result_type=ReplayListing,
                 start_to_close_timeout=timedelta(minutes=30),

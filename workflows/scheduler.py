@@ -206,7 +206,9 @@ class Scheduler:
                 queue.popleft()
             self.progress[name].queued -= count
             return MessageBatch(
-                spill=SpillRef(prefix=ref.prefix, total=ref.total, page_size=ref.page_size),
+                spill=SpillRef(
+                    prefix=ref.prefix, total=ref.total, page_size=ref.page_size, replay=ref.replay
+                ),
                 page=page,
                 start=start,
                 count=count,

@@ -59,6 +59,7 @@ class LineageBatch:
     emissions: Sequence[Emission]
     route: str | None = None
     processed: Sequence[Message] = ()
+    unrecorded: bool = False  # its messages have no row yet (a replay's derived messages)
 
 
 class LineageWriter:
@@ -82,11 +83,14 @@ class LineageWriter:
         *,
         route: str | None = None,
         processed: Sequence[Message] = (),
+        unrecorded: bool = False,
     ) -> None:
+        """`unrecorded`: the handled messages were never stored (a replay's derived messages), so
+        their rows are inserted handled without first looking for them."""
         if not emissions and not processed:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((LineageBatch(execution_id, emissions, route, processed), done))
+        self._queue.append((LineageBatch(execution_id, emissions, route, processed, unrecorded), done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name="sluice-lineage-writer")
         await asyncio.shield(done)  # a cancelled caller's rows are still written (or not) whole
@@ -116,37 +120,51 @@ def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
     on). Runs inside the caller's transaction."""
     conn = session.connection()
     now = utcnow()
-    dialect = conn.dialect.name
-    table = LineageRecord.__table__  # type: ignore[attr-defined]
     emissions = {e.correlation_id: (batch.execution_id, e) for batch in batches for e in batch.emissions}
     if emissions:
         # An emission already stored (a retried batch) is left as it is.
-        _insert_emissions(conn, emissions, now)
-    handled = [(batch, m) for batch in batches for m in batch.processed]
-    if not handled or _mark(conn, [m for _, m in handled], now) >= len(handled):
-        return
-    # Some handled message had no row yet (an execution's first message): insert them marked; on
-    # a known id only processed_at changes.
-    done = {
-        m.metadata.correlation_id: {
-            "correlation_id": m.metadata.correlation_id,
-            "execution_id": batch.execution_id,
-            "parent_correlation_id": m.metadata.parent_correlation_id,
-            "route": batch.route,
-            "source_route": m.metadata.source_route,
-            "stage": _stage_of(m),
-            "object_key": m.object_key,
-            "replay_batch_id": m.metadata.replay_batch_id,
-            "payload": to_jsonable_python(m.payload),
-            "created_at": now,
-            "processed_at": now,
-        }
-        for batch, m in handled
-    }
-    execute_many(conn, upsert_statement(dialect, table, ("processed_at",)), list(done.values()))
+        _insert_rows(conn, [_emission_row(execution_id, e) for execution_id, e in emissions.values()], now)
+    stored = [(batch, m) for batch in batches if not batch.unrecorded for m in batch.processed]
+    unrecorded = [(batch, m) for batch in batches if batch.unrecorded for m in batch.processed]
+    if stored and _mark(conn, [m for _, m in stored], now) < len(stored):
+        # Some handled message had no row yet (an execution's first message): insert them marked;
+        # on a known id only processed_at changes.
+        unrecorded = stored + unrecorded
+    if unrecorded:
+        handled = {m.metadata.correlation_id: (batch, m) for batch, m in unrecorded}
+        _insert_rows(conn, [_handled_row(batch, m) for batch, m in handled.values()], now, handled=True)
 
 
-_EMISSION_COLUMNS = (
+def _emission_row(execution_id: str, e: Emission) -> tuple[Any, ...]:
+    return (
+        e.correlation_id,
+        e.parent_correlation_id,
+        e.route,
+        e.source_route,
+        e.stage,
+        e.object_key,
+        e.replay_batch_id,
+        execution_id,
+        e.payload,
+    )
+
+
+def _handled_row(batch: LineageBatch, m: Message) -> tuple[Any, ...]:
+    metadata = m.metadata
+    return (
+        metadata.correlation_id,
+        metadata.parent_correlation_id,
+        batch.route,
+        metadata.source_route,
+        _stage_of(m),
+        m.object_key,
+        metadata.replay_batch_id,
+        batch.execution_id,
+        m.payload,
+    )
+
+
+_COLUMNS = (
     "correlation_id",
     "parent_correlation_id",
     "route",
@@ -155,47 +173,43 @@ _EMISSION_COLUMNS = (
     "object_key",
     "replay_batch_id",
     "execution_id",
-    "created_at",
     "payload",
+    "created_at",
+    "processed_at",
 )
 # SQLite gets the rows as plain tuples through the driver's executemany: SQLAlchemy's per-row
 # parameter processing cost more than the inserts (a fan-out or a replay writes one row per object).
-_SQLITE_INSERT_EMISSIONS = (
-    f"INSERT INTO {LineageRecord.__tablename__} ({', '.join(_EMISSION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_EMISSION_COLUMNS))}) ON CONFLICT DO NOTHING"
+_SQLITE_INSERT = (
+    f"INSERT INTO {LineageRecord.__tablename__} ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT "
+)
+_SQLITE_INSERT_NEW = _SQLITE_INSERT + "DO NOTHING"
+_SQLITE_INSERT_HANDLED = (
+    _SQLITE_INSERT + "(correlation_id) DO UPDATE SET processed_at = excluded.processed_at"
 )
 
 
-def _insert_emissions(conn: Connection, emissions: dict[str, tuple[str, Emission]], now: datetime) -> None:
+def _insert_rows(conn: Connection, rows: list[tuple[Any, ...]], now: datetime, handled: bool = False) -> None:
+    """Insert rows of (`_COLUMNS` but the timestamps): new emissions are left alone when they
+    exist already (a retried batch), handled messages get their processed_at either way."""
     table = LineageRecord.__table__  # type: ignore[attr-defined]
     dialect = conn.dialect
-    sqlite = dialect.name == "sqlite"
-    # On SQLite the values are stored as SQLAlchemy stores them (its datetime text; None as JSON
-    # null, as sa.JSON does), so the ORM reads these rows like any other.
-    created = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)(now) if sqlite else now
-    rows = [
-        (
-            e.correlation_id,
-            e.parent_correlation_id,
-            e.route,
-            e.source_route,
-            e.stage,
-            e.object_key,
-            e.replay_batch_id,
-            execution_id,
-            created,
-            to_json(e.payload).decode() if sqlite else to_jsonable_python(e.payload),
+    if dialect.name == "sqlite":
+        # Stored as SQLAlchemy stores them (its datetime text; None as JSON null, as sa.JSON
+        # does), so the ORM reads these rows like any other.
+        created = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)(now)
+        stamps = (created, created if handled else None)
+        conn.exec_driver_sql(
+            _SQLITE_INSERT_HANDLED if handled else _SQLITE_INSERT_NEW,
+            [(*r[:-1], to_json(r[-1]).decode(), *stamps) for r in rows],
         )
-        for execution_id, e in emissions.values()  # by hand: dataclasses.asdict deep-copies payloads
-    ]
-    if sqlite:
-        conn.exec_driver_sql(_SQLITE_INSERT_EMISSIONS, rows)
-    else:
-        execute_many(
-            conn,
-            upsert_statement(dialect.name, table),
-            [dict(zip(_EMISSION_COLUMNS, r, strict=True)) for r in rows],
-        )
+        return
+    stamps = (now, now if handled else None)
+    execute_many(
+        conn,
+        upsert_statement(dialect.name, table, ("processed_at",) if handled else ()),
+        [dict(zip(_COLUMNS, (*r[:-1], to_jsonable_python(r[-1]), *stamps), strict=True)) for r in rows],
+    )
 
 
 def _mark(conn: Connection, processed: Sequence[Message], now: datetime) -> int:

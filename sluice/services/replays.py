@@ -95,7 +95,7 @@ class ReplayService:
             if replay_source == "manual"
             else None,
             metadata={k: v for k, v in (metadata or {}).items() if k != "keys"} or None,
-            chunk_keys=self.settings.replay_chunk_keys,
+            derived=True,
         )
         await self._check_not_empty(spec)
         return await self.executions.start(

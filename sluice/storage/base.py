@@ -91,6 +91,12 @@ class ObjectStorage(abc.ABC):
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Yield every key under prefix, sorted, page by page: never the whole listing in memory."""
 
+    async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
+        """`list`, with whether the listing itself proves each object exists (False: ask
+        `exists_many`). An object store lists objects; a local symlink may point nowhere."""
+        async for key in self.list(prefix):
+            yield key, True
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

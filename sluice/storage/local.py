@@ -184,6 +184,16 @@ class LocalStorage(ObjectStorage):
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
         """Keys in S3 order (lexicographic on the full key), one directory listing in memory per level."""
+        async for key, _ in self._walk(prefix):
+            yield key
+
+    async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
+        """A listed regular file exists; a symlink is proven only by opening it (it may dangle)."""
+        async for key, is_link in self._walk(prefix):
+            yield key, not is_link
+
+    async def _walk(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
+        """(key, is a symlink) under `prefix`, in key order."""
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         root = self._root
         # Keys are built as strings (a pathlib object per entry cost more than the listing).
@@ -197,7 +207,7 @@ class LocalStorage(ObjectStorage):
             if entry is None:
                 stack.pop()
                 continue
-            name, is_dir = entry
+            name, is_dir, is_link = entry
             key = f"{directory}/{name}" if directory else name
             if is_dir:
                 if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
@@ -207,7 +217,7 @@ class LocalStorage(ObjectStorage):
                         continue
                     stack.append((key, iter(listing)))
             elif key.startswith(prefix) and not name.startswith(".tmp-"):  # temp files of Sluice <= 0.1
-                yield key
+                yield key, is_link
 
 
 def sweep_dead_writers(tmp: Path) -> int:
@@ -234,8 +244,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _scan_sorted(directory: str | Path) -> list[tuple[str, bool]]:
-    """Entries sorted as their keys sort: a directory counts as `name/`."""
+def _scan_sorted(directory: str | Path) -> list[tuple[str, bool, bool]]:
+    """(name, is a directory, is a symlink), sorted as their keys sort: a directory counts as `name/`."""
     with os.scandir(directory) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        entries = [(e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in it]
     return sorted(entries, key=lambda e: e[0] + "/" if e[1] else e[0])

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from sluice.services import replays
+from sluice.workflow_io import ReplaySpec
 from tests.conftest import Stack, workflow_closed, workflow_runs
 
 HERE = Path(__file__).resolve().parent
@@ -232,10 +234,24 @@ async def test_record_throughput(make_stack) -> None:
     await _save(stack, "adaptive_local_finalize", run["id"])
 
 
-async def test_record_chunked_replay(make_stack) -> None:
-    """A detached replay published in chunks of 3 keys while its route already runs batches."""
-    stack: Stack = await make_stack(replay_chunk_keys=3)
+async def test_record_chunked_replay(make_stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detached replay published in chunks of 3 keys while its route already runs batches (as
+    replays were started before their batches derived their messages)."""
+    monkeypatch.setattr(
+        replays, "ReplaySpec", lambda **kw: ReplaySpec(**{**kw, "derived": False, "chunk_keys": 3})
+    )
+    stack: Stack = await make_stack()
     linear = await stack.create_config(LINEAR_COLLECT.replace("count: 3", "count: 8"))
     run = (await stack.run(linear["id"])).json()
     assert (await _finished(stack, run["id"]))["status"] == "completed"
     await _save(stack, "chunked_replay", await _detached_replay(stack, run["id"]))
+
+
+async def test_record_derived_replay(make_stack) -> None:
+    """A detached replay whose keys are published by one activity and whose route's batches
+    derive the messages."""
+    stack: Stack = await make_stack()
+    linear = await stack.create_config(LINEAR_COLLECT.replace("count: 3", "count: 8"))
+    run = (await stack.run(linear["id"])).json()
+    assert (await _finished(stack, run["id"]))["status"] == "completed"
+    await _save(stack, "derived_replay", await _detached_replay(stack, run["id"]))

@@ -1,0 +1,48 @@
+"""A replay's message for each of its keys, derived rather than stored.
+
+The same key always yields the same message (its id derives from the replay batch and the key),
+so a retried batch, a resume and the publishing of replays started before derivation agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sluice.ids import derived_id
+from sluice.messages import Message
+from sluice.storage.keys import stage_prefix
+from sluice.workflow_io import ReplayKeys
+
+
+class ReplayMessages:
+    """Builds the messages of one replay for one execution (stage prefixes computed once per owner)."""
+
+    def __init__(self, execution_id: str, replay: ReplayKeys):
+        self.execution_id, self.replay = execution_id, replay
+        self._prefixes: dict[str, str] = {}  # owner execution -> its stage prefix
+
+    def message(self, key: str) -> dict[str, Any]:
+        """The message for `key`, as a dict of Message's shape (what a page line holds)."""
+        replay = self.replay
+        metadata = {
+            "execution_id": self.execution_id,
+            "correlation_id": derived_id(replay.replay_batch_id, key),
+            "parent_correlation_id": None,
+            "replay_batch_id": replay.replay_batch_id,
+            "source_route": None,
+        }
+        if replay.metadata:
+            metadata["replay_metadata"] = replay.metadata
+        payload = {"object_key": key, "stage": replay.stage, "path": key.removeprefix(self._stage_of(key))}
+        return {"payload": payload, "metadata": metadata}
+
+    def messages(self, keys: Iterable[str]) -> list[Message]:
+        return [Message.model_validate(self.message(key)) for key in keys]
+
+    def _stage_of(self, key: str) -> str:
+        owner = key.split("/", 1)[0]
+        prefix = self._prefixes.get(owner)
+        if prefix is None:
+            prefix = self._prefixes[owner] = stage_prefix(owner, self.replay.stage)
+        return prefix
