@@ -53,7 +53,7 @@ from sluice.runtime.devstack import (  # noqa: E402
     wait_for_temporal,
 )
 from sluice.settings import Settings  # noqa: E402
-from sluice.workflow_io import PUBLISH_REPLAY_CHUNK  # noqa: E402
+from sluice.workflow_io import PUBLISH_REPLAY_KEYS, RUN_ROUTE  # noqa: E402
 
 MESSAGES = 300
 PIPELINE = """
@@ -382,13 +382,13 @@ async def api_kills(tmp: Path, *, sleep: float = 0.1, replay_objects: int = 20_0
 async def replay_worker_kills(
     tmp: Path, *, kills: int = 4, replay_objects: int = 20_000, seed: int = 0
 ) -> Round:
-    """SIGKILL workers while a replay publishes its chunks and its route already handles them."""
+    """SIGKILL every worker while a replay publishes its keys (or, if that was quicker than the
+    first look, while its route's first batches derive and handle them), then random ones."""
     result = Round("worker SIGKILLs mid-replay")
     rng = random.Random(seed)
     async with chaos_stack(tmp) as stack:
         execution_id, started = await start_run(stack, 0.0)
         await check_run(stack, execution_id, result, timeout=180)
-        # Chunks of 1,000, 2,000, 4,000 ... keys: seconds of publishing.
         body = stack.bulk_replay(execution_id, replay_objects)
         expected = replay_objects + MESSAGES  # the bulk objects and the run's own copies
         async with httpx.AsyncClient(base_url=stack.url, timeout=60) as http:
@@ -397,11 +397,11 @@ async def replay_worker_kills(
             replay_id = started_replay.json()["id"]
             assert stack.client is not None
             handle = stack.client.get_workflow_handle(f"sluice-exec-{replay_id}")
-            # First every worker at once while a chunk is being published (so that chunk is lost
-            # for sure and runs again), then random ones while the rest publishes and runs.
+            # First every worker at once while the keys are published or the first batches run (so
+            # that activity is lost for sure and runs again), then random ones while the rest runs.
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not any(
-                a.activity_type.name == PUBLISH_REPLAY_CHUNK
+                a.activity_type.name in TARGETS
                 and a.attempt == 1
                 and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                 for a in (await handle.describe()).raw_description.pending_activities
@@ -440,23 +440,25 @@ async def replay_worker_kills(
                 result.worker_losses += sink["worker_losses"]
                 result.handler_retries += sink["retries"]
                 history = await handle.fetch_history()
-                chunks = {
+                targets = {
                     e.event_id
                     for e in history.events
                     if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                    and e.activity_task_scheduled_event_attributes.activity_type.name == PUBLISH_REPLAY_CHUNK
+                    and e.activity_task_scheduled_event_attributes.activity_type.name in TARGETS
                 }
                 if not any(
                     e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-                    and e.activity_task_started_event_attributes.scheduled_event_id in chunks
+                    and e.activity_task_started_event_attributes.scheduled_event_id in targets
                     and e.activity_task_started_event_attributes.attempt > 1
                     for e in history.events
                 ):
-                    result.problems.append("no publishing chunk was interrupted: the kills missed publishing")
+                    result.problems.append("no publishing or batch was interrupted: the kills missed the replay")
         result.problems += await stack.orphans()
         result.seconds = time.monotonic() - started
     return result
 
+
+TARGETS = (PUBLISH_REPLAY_KEYS, RUN_ROUTE)  # what the first kills of a replay round must interrupt
 
 SCENARIOS = {
     "workers": worker_kills,
