@@ -20,6 +20,8 @@ from sluice.storage.keys import INTERNAL_ROOT
 from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
 
 _MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys"))  # as Message
+# Derived messages are Python dicts: the string cache only costs there.
+_DERIVED = TypeAdapter(list[Message])
 
 
 def spill_prefix(execution_id: str, spill_id: str) -> str:
@@ -135,6 +137,6 @@ async def load_batch(storage: ObjectStorage, batch: MessageBatch, execution_id: 
     ]
     if batch.spill.replay is not None:  # a replay's keys: derive their messages
         derive = ReplayMessages(execution_id, batch.spill.replay)
-        return _MESSAGES.validate_python([derive.message(from_json(line)) for line in lines])
+        return _DERIVED.validate_python([derive.message(from_json(line)) for line in lines])
     # One validation call for the batch: per-line calls cost more than the messages themselves.
     return _MESSAGES.validate_json(b"[" + b",".join(lines) + b"]")
