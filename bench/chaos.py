@@ -452,7 +452,9 @@ async def replay_worker_kills(
                     and e.activity_task_started_event_attributes.attempt > 1
                     for e in history.events
                 ):
-                    result.problems.append("no publishing or batch was interrupted: the kills missed the replay")
+                    result.problems.append(
+                        "no publishing or batch was interrupted: the kills missed the replay"
+                    )
         result.problems += await stack.orphans()
         result.seconds = time.monotonic() - started
     return result

@@ -6,11 +6,9 @@ so a retried batch, a resume and the publishing of replays started before deriva
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sluice.ids import derived_id
-from sluice.messages import Message
 from sluice.storage.keys import stage_prefix
 from sluice.workflow_io import ReplayKeys
 
@@ -36,9 +34,6 @@ class ReplayMessages:
             metadata["replay_metadata"] = replay.metadata
         payload = {"object_key": key, "stage": replay.stage, "path": key.removeprefix(self._stage_of(key))}
         return {"payload": payload, "metadata": metadata}
-
-    def messages(self, keys: Iterable[str]) -> list[Message]:
-        return [Message.model_validate(self.message(key)) for key in keys]
 
     def _stage_of(self, key: str) -> str:
         owner = key.split("/", 1)[0]
