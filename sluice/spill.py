@@ -7,6 +7,7 @@ prefixes) as JSONL of `page_size` messages each, so a batch reads one small page
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import INTERNAL_ROOT
 from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
 
+PAGES_AHEAD = 3  # page writes in flight while the next page fills
 _MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys"))  # as Message
 # Derived messages are Python dicts: the string cache only costs there.
 _DERIVED = TypeAdapter(list[Message])
@@ -58,30 +60,39 @@ async def write_spill(
     messages: Iterable[Message | dict[str, Any] | str] | AsyncIterable[Message | dict[str, Any] | str],
     page_size: int,
 ) -> SpillRef:
-    """Write messages (or keys, see `put_page`) page by page; memory holds one page."""
+    """Write messages (or keys, see `put_page`) page by page, the next page filling while earlier
+    ones are written (up to `PAGES_AHEAD`); memory holds a few pages."""
     total, page, buf = 0, 0, []
+    writing: deque[asyncio.Future[None]] = deque()
 
     async def flush() -> None:
         nonlocal page, buf
-        await asyncio.sleep(0)  # let heartbeats through between pages
-        await put_page(storage, prefix, page, buf)
+        writing.append(asyncio.ensure_future(put_page(storage, prefix, page, buf)))
         page += 1
         buf = []
+        if len(writing) > PAGES_AHEAD:
+            await writing.popleft()
+        await asyncio.sleep(0)  # let heartbeats through between pages
 
-    if isinstance(messages, AsyncIterable):
-        async for msg in messages:
-            buf.append(msg)
-            total += 1
-            if len(buf) >= page_size:
-                await flush()
-    else:
-        for msg in messages:
-            buf.append(msg)
-            total += 1
-            if len(buf) >= page_size:
-                await flush()
-    if buf:
-        await flush()
+    try:
+        if isinstance(messages, AsyncIterable):
+            async for msg in messages:
+                buf.append(msg)
+                total += 1
+                if len(buf) >= page_size:
+                    await flush()
+        else:
+            for msg in messages:
+                buf.append(msg)
+                total += 1
+                if len(buf) >= page_size:
+                    await flush()
+        if buf:
+            await flush()
+        await asyncio.gather(*writing)
+    except BaseException:
+        await asyncio.gather(*writing, return_exceptions=True)  # no write outlives the call
+        raise
     return SpillRef(prefix=prefix, total=total, page_size=page_size)
 
 

@@ -183,17 +183,12 @@ class LocalStorage(ObjectStorage):
         await asyncio.to_thread(self._path(key).unlink, True)
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
-        """Keys in S3 order (lexicographic on the full key), one directory listing in memory per level."""
-        async for key, _ in self._walk(prefix):
+        async for key, _ in self.list_proven(prefix):
             yield key
 
     async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
-        """A listed regular file exists; a symlink is proven only by opening it (it may dangle)."""
-        async for key, is_link in self._walk(prefix):
-            yield key, not is_link
-
-    async def _walk(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
-        """(key, is a symlink) under `prefix`, in key order."""
+        """Keys in S3 order (lexicographic on the full key), one directory listing in memory per
+        level. A listed regular file exists; a symlink is proven only by opening it (it may dangle)."""
         base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         root = self._root
         # Keys are built as strings (a pathlib object per entry cost more than the listing).
@@ -217,7 +212,7 @@ class LocalStorage(ObjectStorage):
                         continue
                     stack.append((key, iter(listing)))
             elif key.startswith(prefix) and not name.startswith(".tmp-"):  # temp files of Sluice <= 0.1
-                yield key, is_link
+                yield key, not is_link
 
 
 def sweep_dead_writers(tmp: Path) -> int:
