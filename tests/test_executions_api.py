@@ -397,6 +397,19 @@ async def test_run_on_postgres(make_stack: StackFactory) -> None:
     assert logs[0]["event"] == "execution.started" and logs[-1]["event"] == "execution.finished"
     assert (await stack.run(config["id"], tag="pg-run")).status_code == 409
 
+    # A replay's batches write each derived message's lineage row, handled, on PostgreSQL too.
+    replay = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": done["id"], "from_stage": "raw", "to_route": "copy"}
+    )
+    assert replay.status_code == 200 and replay.json()["objects_published"] == 4, replay.text
+    replayed = await stack.wait(replay.json()["execution_id"])
+    assert replayed["status"] == "completed" and replayed["objects_written"] == 4
+    graph = (await stack.http.get(f"/api/v1/executions/{replayed['id']}/lineage")).json()
+    messages = [n for n in graph["nodes"] if n["source_route"] is None]
+    assert len(messages) == 4 and {n["replay_batch_id"] for n in messages} == {
+        replay.json()["replay_batch_id"]
+    }
+
 
 async def test_an_execution_costs_temporal_only_its_route_activities(stack: Stack) -> None:
     """The final record is a local activity and nothing upserts search attributes mid-run: per
