@@ -1,7 +1,9 @@
-"""The publishing phase of a replay: turn stored objects into messages for the target route.
+"""The publishing phase of a replay: the stored objects a replay feeds into its target route.
 
-The messages are written as spill pages (never returned through history), so a replay of any
-size costs the workflow one small result.
+A replay publishes its readable keys as spill pages and its route's batches derive each message
+from its key (`sluice.replay_messages`), so publishing stores nothing per object and the workflow
+carries one small result whatever the size. Replays started before that (chunked, or one shot)
+publish whole messages and their lineage rows here.
 """
 
 from __future__ import annotations
