@@ -49,6 +49,11 @@ def _committed(rows: list[LineageRecord], init_id: str | None) -> list[LineageRe
     return [r for r in rows if r.parent_correlation_id is None or r.parent_correlation_id not in unfinished]
 
 
+def _replay_rows(rows: list[LineageRecord], replay_batch_id: str) -> int:
+    """Rows of a replay's own messages (publishing stored them all before messages were derived)."""
+    return sum(1 for r in rows if r.replay_batch_id == replay_batch_id and r.source_route is None)
+
+
 class ResumeActivities:
     def __init__(self, deps: ActivityDeps):
         self.deps = deps
@@ -170,6 +175,14 @@ class ResumeActivities:
             try:
                 lines = await read_page(self.deps.storage, prefix, page)
             except ObjectNotFoundError:
+                if page == 0 and _replay_rows(rows, keys.replay_batch_id) < replay["objects_published"]:
+                    # Derived messages were never all handled, and the keys they derive from are gone.
+                    raise ApplicationError(
+                        f"the published keys of execution {record.id}'s replay are missing from storage "
+                        f"({prefix}); resuming would lose the messages its route never handled",
+                        type=INCOMPLETE,
+                        non_retryable=True,
+                    ) from None
                 return unhandled  # past the last page (or published before messages were derived)
             for line in lines:
                 key = from_json(line)

@@ -461,6 +461,21 @@ routes:
 
     (tmp_path / "broken").unlink()  # the fix
     (tmp_path / "tally").unlink()
+
+    # Without the published keys, the unhandled messages cannot be rebuilt: the resume says so.
+    pages = (
+        stack.storage_root
+        / "_sluice"
+        / failed["id"]
+        / "spill"
+        / f"replay-{resp.json()['replay_batch_id']}-published"
+    )
+    pages.rename(pages.with_name("moved-away"))
+    resp = await stack.http.post(f"/api/v1/executions/{failed['id']}/resume")
+    lost = await stack.wait(resp.json()["id"])
+    assert lost["status"] == "failed" and "published keys" in lost["error"], lost
+    pages.with_name("moved-away").rename(pages)
+
     resp = await stack.http.post(f"/api/v1/executions/{failed['id']}/resume")
     assert resp.status_code in (200, 201, 202), resp.text
     resumed = await stack.wait(resp.json()["id"])
