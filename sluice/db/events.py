@@ -28,10 +28,34 @@ _LEVEL = {"completed": "info", "failed": "error", "cancelled": "warn", "interrup
 _INSERT = insert(ExecutionLogRecord.__table__)  # type: ignore[arg-type]
 
 
-def insert_events(session: Session, events: Sequence[ExecutionLogRecord]) -> None:
-    """Store log rows with plain INSERTs in the caller's synchronous transaction: the hot paths
-    (every start, every finish) skip the ORM's unit of work."""
-    execute_many(session, _INSERT, [e.model_dump(exclude={"id"}) for e in events])
+def insert_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
+    """Store log rows (`lifecycle_row`s) with plain INSERTs in the caller's synchronous
+    transaction: the hot paths (every start, every finish) skip the ORM and its model instances."""
+    execute_many(session, _INSERT, list(events))
+
+
+def lifecycle_row(
+    execution_id: str,
+    event: str,
+    message: str,
+    *,
+    level: str = "info",
+    route: str | None = None,
+    data: dict[str, Any] | None = None,
+    timestamp: datetime | None = None,
+) -> dict[str, Any]:
+    """A lifecycle event as the values of its log row."""
+    return {
+        "execution_id": execution_id,
+        "route": route,
+        "level": level,
+        "message": message,
+        "kind": "lifecycle",
+        "correlation_id": None,
+        "event": event,
+        "data": data,
+        "timestamp": timestamp or utcnow(),
+    }
 
 
 def lifecycle(
@@ -44,15 +68,11 @@ def lifecycle(
     data: dict[str, Any] | None = None,
     timestamp: datetime | None = None,
 ) -> ExecutionLogRecord:
+    """A lifecycle event as a model, for sessions that add it with other changes."""
     return ExecutionLogRecord(
-        execution_id=execution_id,
-        route=route,
-        level=level,
-        message=message,
-        kind="lifecycle",
-        event=event,
-        data=data,
-        timestamp=timestamp or utcnow(),
+        **lifecycle_row(
+            execution_id, event, message, level=level, route=route, data=data, timestamp=timestamp
+        )
     )
 
 
@@ -64,8 +84,8 @@ def execution_finished(
     rows_written: int | None,
     duration_ms: int | None,
     timestamp: datetime | None = None,
-) -> ExecutionLogRecord:
-    return lifecycle(
+) -> dict[str, Any]:
+    return lifecycle_row(
         execution_id,
         EXECUTION_FINISHED,
         f"execution {status}" + (f": {error}" if error else ""),

@@ -123,9 +123,13 @@ class RouteRunRecord(SQLModel, table=True):
     def to_progress(self) -> RouteProgress:
         return RouteProgress.model_validate(self, from_attributes=True)
 
+    @staticmethod
+    def values(execution_id: str, progress: RouteProgress) -> dict[str, Any]:
+        """The one mapping from a route's progress onto its stored row (every column but `id`)."""
+        return {"execution_id": execution_id, **progress.model_dump(exclude={"in_flight", "queued"})}
+
     def set_progress(self, progress: RouteProgress) -> None:
-        """The one mapping from a route's progress onto its stored row."""
-        for name, value in progress.model_dump(exclude={"in_flight", "queued"}).items():
+        for name, value in RouteRunRecord.values(self.execution_id, progress).items():
             setattr(self, name, value)
 
 

@@ -8,13 +8,14 @@ says `running`, e.g. a workflow terminated outside Sluice).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import event, insert
 from sqlmodel import Session, select
 
 from sluice.clock import duration_ms
-from sluice.db.events import ROUTE_FINISHED, execution_finished, insert_events, lifecycle
-from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
+from sluice.db.events import ROUTE_FINISHED, execution_finished, insert_events, lifecycle_row
+from sluice.db.models import ExecutionRecord, RouteRunRecord
 from sluice.db.upsert import execute_many
 from sluice.metrics import EXECUTIONS_FINISHED
 from sluice.workflow_io import RouteProgress
@@ -81,11 +82,7 @@ def _store_route_runs(
     """`first`: the record is leaving `running`, so no close wrote route runs yet (they are
     written only here, with the status, in one transaction): nothing to look up."""
     if first:
-        rows = []
-        for prog in routes:
-            row = RouteRunRecord(execution_id=execution_id, route=prog.route, status=prog.status)
-            row.set_progress(prog)
-            rows.append(row.model_dump(exclude={"id"}))
+        rows = [RouteRunRecord.values(execution_id, prog) for prog in routes]
         execute_many(session, insert(RouteRunRecord.__table__), rows)  # type: ignore[arg-type]
         return
     existing = {
@@ -100,9 +97,9 @@ def _store_route_runs(
         session.add(row)
 
 
-def _route_finished(execution_id: str, prog: RouteProgress, fallback: datetime) -> ExecutionLogRecord:
+def _route_finished(execution_id: str, prog: RouteProgress, fallback: datetime) -> dict[str, Any]:
     retries = f", {prog.retries} retr{'y' if prog.retries == 1 else 'ies'}" if prog.retries else ""
-    return lifecycle(
+    return lifecycle_row(
         execution_id,
         ROUTE_FINISHED,
         f"route {prog.status}: {prog.messages_processed} message(s) in, {prog.messages_out} out, "

@@ -29,7 +29,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sluice.clock import as_utc, utcnow
 from sluice.db.engine import SyncTransactions
-from sluice.db.events import EXECUTION_CANCEL_REQUESTED, EXECUTION_STARTED, insert_events, lifecycle
+from sluice.db.events import (
+    EXECUTION_CANCEL_REQUESTED,
+    EXECUTION_STARTED,
+    insert_events,
+    lifecycle,
+    lifecycle_row,
+)
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.errors import (
     AlreadyExistsError,
@@ -434,7 +440,7 @@ class ExecutionService:
             await self._free_stale_tag(tag)
         now = utcnow()
         record.created_at = record.started_at = now
-        started = lifecycle(
+        started = lifecycle_row(
             record.id,
             EXECUTION_STARTED,
             f"execution started: pipeline {record.pipeline}, trigger {record.trigger}"
