@@ -17,8 +17,8 @@ from pydantic_core import from_json
 from temporalio import activity
 
 from sluice.activities.deps import ActivityDeps
-from sluice.db.events import REPLAY_PUBLISHED, lifecycle
-from sluice.db.models import ExecutionRecord
+from sluice.db.events import REPLAY_PUBLISHED, lifecycle_row
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_messages import ReplayMessages
 from sluice.replay_sources import candidate_keys, candidate_objects
@@ -200,20 +200,22 @@ class ReplayActivities:
                 }
                 session.add(record)
             session.add(
-                lifecycle(
-                    execution_id,
-                    REPLAY_PUBLISHED,
-                    f"replay published {listing.objects_published} of {listing.objects_found} object(s) "
-                    f"from {spec.source_execution_id}/{spec.from_stage} ({spec.replay_source})"
-                    + (f"; {listing.objects_failed} failed" if listing.objects_failed else ""),
-                    level="warn" if listing.objects_failed else "info",
-                    route=spec.to_route,
-                    data={
-                        "objects_found": listing.objects_found,
-                        "objects_published": listing.objects_published,
-                        "objects_failed": listing.objects_failed,
-                        "replay_batch_id": spec.replay_batch_id,
-                    },
+                ExecutionLogRecord(
+                    **lifecycle_row(
+                        execution_id,
+                        REPLAY_PUBLISHED,
+                        f"replay published {listing.objects_published} of {listing.objects_found} object(s) "
+                        f"from {spec.source_execution_id}/{spec.from_stage} ({spec.replay_source})"
+                        + (f"; {listing.objects_failed} failed" if listing.objects_failed else ""),
+                        level="warn" if listing.objects_failed else "info",
+                        route=spec.to_route,
+                        data={
+                            "objects_found": listing.objects_found,
+                            "objects_published": listing.objects_published,
+                            "objects_failed": listing.objects_failed,
+                            "replay_batch_id": spec.replay_batch_id,
+                        },
+                    )
                 )
             )
             await session.commit()

@@ -22,8 +22,8 @@ from temporalio.exceptions import ApplicationError
 
 from sluice.activities.deps import ActivityDeps
 from sluice.clock import utcnow
-from sluice.db.events import RESUME_PREPARED, lifecycle
-from sluice.db.models import ExecutionRecord, LineageRecord, RouteRunRecord
+from sluice.db.events import RESUME_PREPARED, lifecycle_row
+from sluice.db.models import ExecutionLogRecord, ExecutionRecord, LineageRecord, RouteRunRecord
 from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
@@ -255,19 +255,21 @@ class ResumeActivities:
                 record.resume = {**(record.resume or {}), **summary}
                 session.add(record)
             session.add(
-                lifecycle(
-                    task.execution_id,
-                    RESUME_PREPARED,
-                    f"resuming {task.spec.source_execution_id}: {plan.objects_carried} stored object(s) "
-                    f"carried over, {plan.messages_pending} message(s) to handle again"
-                    + (f", collect route(s) {', '.join(plan.collect)} to run" if plan.collect else "")
-                    + (
-                        f"; dropped for routes no longer in the config: {plan.dropped}"
-                        if plan.dropped
-                        else ""
-                    ),
-                    level="warn" if plan.dropped else "info",
-                    data=summary,
+                ExecutionLogRecord(
+                    **lifecycle_row(
+                        task.execution_id,
+                        RESUME_PREPARED,
+                        f"resuming {task.spec.source_execution_id}: {plan.objects_carried} stored object(s) "
+                        f"carried over, {plan.messages_pending} message(s) to handle again"
+                        + (f", collect route(s) {', '.join(plan.collect)} to run" if plan.collect else "")
+                        + (
+                            f"; dropped for routes no longer in the config: {plan.dropped}"
+                            if plan.dropped
+                            else ""
+                        ),
+                        level="warn" if plan.dropped else "info",
+                        data=summary,
+                    )
                 )
             )
             await session.commit()

@@ -44,7 +44,8 @@ def lifecycle_row(
     data: dict[str, Any] | None = None,
     timestamp: datetime | None = None,
 ) -> dict[str, Any]:
-    """A lifecycle event as the values of its log row."""
+    """A lifecycle event as the values of its log row (`ExecutionLogRecord(**row)` where a session
+    adds it with other changes)."""
     return {
         "execution_id": execution_id,
         "route": route,
@@ -56,24 +57,6 @@ def lifecycle_row(
         "data": data,
         "timestamp": timestamp or utcnow(),
     }
-
-
-def lifecycle(
-    execution_id: str,
-    event: str,
-    message: str,
-    *,
-    level: str = "info",
-    route: str | None = None,
-    data: dict[str, Any] | None = None,
-    timestamp: datetime | None = None,
-) -> ExecutionLogRecord:
-    """A lifecycle event as a model, for sessions that add it with other changes."""
-    return ExecutionLogRecord(
-        **lifecycle_row(
-            execution_id, event, message, level=level, route=route, data=data, timestamp=timestamp
-        )
-    )
 
 
 def execution_finished(

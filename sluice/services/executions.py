@@ -33,7 +33,6 @@ from sluice.db.events import (
     EXECUTION_CANCEL_REQUESTED,
     EXECUTION_STARTED,
     insert_events,
-    lifecycle,
     lifecycle_row,
 )
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
@@ -775,13 +774,15 @@ class ExecutionService:
             raise UnavailableError(f"could not cancel on Temporal: {exc.message}") from exc
         async with self.sessions() as session:
             session.add(
-                lifecycle(
-                    record.id,
-                    EXECUTION_CANCEL_REQUESTED,
-                    "cancellation requested"
-                    + (": in-flight batches finish, nothing new starts" if graceful else ""),
-                    level="warn",
-                    data={"mode": "graceful" if graceful else "immediate"},
+                ExecutionLogRecord(
+                    **lifecycle_row(
+                        record.id,
+                        EXECUTION_CANCEL_REQUESTED,
+                        "cancellation requested"
+                        + (": in-flight batches finish, nothing new starts" if graceful else ""),
+                        level="warn",
+                        data={"mode": "graceful" if graceful else "immediate"},
+                    )
                 )
             )
             await session.commit()
