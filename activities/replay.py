@@ -24,7 +24,7 @@ from sluice.replay_messages import ReplayMessages
 from sluice.replay_sources import candidate_keys, candidate_objects
 from sluice.services.lineage import Emission
 from sluice.spill import read_page, replay_keys_prefix, spill_prefix, write_spill
-from sluice.storage.base import ObjectStorage
+from sluice.storage.base import ObjectNotFoundError, ObjectStorage
 from sluice.storage.keys import validate_key
 from sluice.workflow_io import (
     LIST_REPLAY_KEYS,
@@ -33,6 +33,7 @@ from sluice.workflow_io import (
     PUBLISH_REPLAY_CHUNK,
     PUBLISH_REPLAY_KEYS,
     RECORD_REPLAY_PUBLISHED,
+    REPLAY_KEYS_SIGNAL,
     ReplayChunkTask,
     ReplayListing,
     ReplayRecordTask,
@@ -106,17 +107,37 @@ class ReplayActivities:
     async def publish_replay_keys(self, spec: ReplaySpec) -> ReplayListing:
         """List and check the replay's keys, write the publishable ones as pages (the route's
         batches derive their messages) and record the counts. Nothing is stored per object: each
-        message's lineage row is written once, by the batch that handles it. A retry rewrites the
-        same pages from a new listing (no batch reads them before this activity completes)."""
-        execution_id = execution_id_of(activity.info().workflow_id)
+        message's lineage row is written once, by the batch that handles it.
+
+        A `streamed` replay announces its full pages to the workflow as they land, so its route
+        starts on them while the listing goes on. A retry therefore keeps the full pages an
+        earlier attempt wrote (their batches may have run) and publishes only the keys they miss."""
+        info = activity.info()
+        execution_id = execution_id_of(info.workflow_id)
+        prefix = replay_keys_prefix(execution_id, spec.replay_batch_id)
+        kept_pages, kept = (
+            (0, set[str]()) if info.attempt == 1 else await _kept(self.deps.storage, prefix, spec)
+        )
         counts = {"found": 0, "published": 0, "failed": 0}
         errors: list[str] = []
-        ref = await write_spill(
-            self.deps.storage,
-            replay_keys_prefix(execution_id, spec.replay_batch_id),
-            self._checked(candidate_objects(spec, self.deps.storage, self.deps.sessions), counts, errors),
-            spec.page_size,
-        )
+        announcer = _Announcer(spec, prefix, info) if spec.streamed else None
+        try:
+            ref = await write_spill(
+                self.deps.storage,
+                prefix,
+                self._checked(
+                    _skipping(candidate_objects(spec, self.deps.storage, self.deps.sessions), kept),
+                    counts,
+                    errors,
+                ),
+                spec.page_size,
+                first_page=kept_pages,
+                on_written=announcer.written if announcer is not None else None,
+            )
+        finally:
+            if announcer is not None:
+                await announcer.close()
+        counts = {k: v + (len(kept) if k != "failed" else 0) for k, v in counts.items()}
         listing = _listing(counts, errors, ref.model_copy(update={"replay": spec.derivation()}))
         await self._record(execution_id, spec, listing)
         return listing
@@ -263,6 +284,60 @@ async def _manifest_keys(
     for page in range(first, min(first + pages, manifest.page_count)):
         for line in await read_page(storage, manifest.prefix, page):
             yield from_json(line), False
+
+
+async def _kept(storage: ObjectStorage, prefix: str, spec: ReplaySpec) -> tuple[int, set[str]]:
+    """The full pages an earlier attempt wrote, in order from the first (a partial or missing
+    page ends them: it was never announced), and the keys they hold."""
+    keys: set[str] = set()
+    page = 0
+    while True:
+        try:
+            lines = await read_page(storage, prefix, page)
+        except ObjectNotFoundError:
+            break
+        if len(lines) < spec.page_size:
+            break
+        keys.update(from_json(line) for line in lines)
+        page += 1
+    return page, keys
+
+
+async def _skipping(keys: AsyncIterator[tuple[str, bool]], kept: set[str]) -> AsyncIterator[tuple[str, bool]]:
+    async for item in keys:
+        if item[0] not in kept:
+            yield item
+
+
+class _Announcer:
+    """Signals the workflow, in order, each time the full pages written reach the next power of
+    two: a handful of signals per replay, the first as soon as one page has landed."""
+
+    def __init__(self, spec: ReplaySpec, prefix: str, info: activity.Info):
+        self.ref = SpillRef(prefix=prefix, total=0, page_size=spec.page_size, replay=spec.derivation())
+        self.handle = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        self.next_at = 1
+        self.sending: asyncio.Task[None] | None = None
+
+    def written(self, pages: int) -> None:
+        if pages < self.next_at:
+            return
+        while self.next_at <= pages:
+            self.next_at *= 2
+        self.sending = asyncio.ensure_future(self._send(self.sending, pages * self.ref.page_size))
+
+    async def _send(self, before: asyncio.Task[None] | None, total: int) -> None:
+        if before is not None:
+            await before
+        try:
+            await self.handle.signal(REPLAY_KEYS_SIGNAL, self.ref.model_copy(update={"total": total}))
+        except Exception as exc:  # the activity's result announces every page anyway
+            activity.logger.warning("could not announce %d published key(s): %s", total, exc)
+
+    async def close(self) -> None:
+        """Wait for the signals sent: each reaches the workflow before the activity's result."""
+        if self.sending is not None:
+            await asyncio.shield(self.sending)
 
 
 async def _chunks(source: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:

@@ -8,7 +8,7 @@ worker`s, `sluice api`), killed with SIGKILL. Each round runs a 300-message fan-
 from storage, the database and Temporal: objects and sidecars exactly once, lineage rows exactly
 once, route counts exact, no record stuck `running`, no workflow without a record; the `replay`
 scenario then replays the run's outputs plus 20,000 more objects and kills workers while the
-replay publishes in chunks. It prints, per
+replay publishes its keys (its route already runs the pages announced). It prints, per
 scenario: kills, executions, lost, duplicated, stuck, handler retries spent. `tests/test_chaos.py`
 runs the same scenarios, smaller, in CI.
 """

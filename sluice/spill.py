@@ -7,8 +7,9 @@ prefixes) as JSONL of `page_size` messages each, so a batch reads one small page
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
@@ -59,15 +60,38 @@ async def write_spill(
     prefix: str,
     messages: Iterable[Message | dict[str, Any] | str] | AsyncIterable[Message | dict[str, Any] | str],
     page_size: int,
+    *,
+    first_page: int = 0,
+    on_written: Callable[[int], None] | None = None,
 ) -> SpillRef:
     """Write messages (or keys, see `put_page`) page by page, the next page filling while earlier
-    ones are written (up to `PAGES_AHEAD`); memory holds a few pages."""
-    total, page, buf = 0, 0, []
+    ones are written (up to `PAGES_AHEAD`); memory holds a few pages.
+
+    `first_page`: pages before it are already written (and full): numbering and the returned
+    total continue after them. `on_written(n)`: pages [0, n) are written and full, called as that
+    grows (the last, partial page is never reported: only the returned reference covers it)."""
+    total, page, buf = 0, first_page, []
     writing: deque[asyncio.Future[None]] = deque()
+    landed: set[int] = set()
+    contiguous = first_page  # pages [0, contiguous) are written
+
+    def written(number: int, full: bool, fut: asyncio.Future[None]) -> None:
+        nonlocal contiguous
+        if fut.cancelled() or fut.exception() is not None or not full:
+            return
+        landed.add(number)
+        before = contiguous
+        while contiguous in landed:
+            landed.discard(contiguous)
+            contiguous += 1
+        if on_written is not None and contiguous > before:
+            on_written(contiguous)
 
     async def flush() -> None:
         nonlocal page, buf
-        writing.append(asyncio.ensure_future(put_page(storage, prefix, page, buf)))
+        fut = asyncio.ensure_future(put_page(storage, prefix, page, buf))
+        fut.add_done_callback(functools.partial(written, page, len(buf) >= page_size))
+        writing.append(fut)
         page += 1
         buf = []
         if len(writing) > PAGES_AHEAD:
@@ -93,7 +117,7 @@ async def write_spill(
     except BaseException:
         await asyncio.gather(*writing, return_exceptions=True)  # no write outlives the call
         raise
-    return SpillRef(prefix=prefix, total=total, page_size=page_size)
+    return SpillRef(prefix=prefix, total=first_page * page_size + total, page_size=page_size)
 
 
 class OutputSpool:

@@ -31,6 +31,8 @@ PUBLISH_REPLAY_KEYS = "sluice.publish_replay_keys"
 MAX_REPLAY_ERRORS = 50  # unpublishable objects a replay reports by name
 PREPARE_RESUME = "sluice.prepare_resume"
 STOP_GRACEFULLY_SIGNAL = "stop_gracefully"
+# Sent by a streamed replay's publishing activity: the keys published so far (a SpillRef).
+REPLAY_KEYS_SIGNAL = "replay_keys_published"
 HANDLER_CHECK_WORKFLOW = "HandlerCheckWorkflow"
 BACKFILL_WORKFLOW = "BackfillWorkflow"
 BACKFILL_PROGRESS_QUERY = "backfill_progress"
@@ -256,6 +258,9 @@ class ReplaySpec(BaseModel):
     # route's batches derive their messages from (each message's lineage row is written once, when
     # its batch commits). Gates replays started before it onto the paths above.
     derived: bool = False
+    # True (with `derived`): the publishing activity announces its full pages as they land, and the
+    # route starts on them while the listing goes on (`REPLAY_KEYS_SIGNAL`).
+    streamed: bool = False
 
     def derivation(self) -> ReplayKeys:
         return ReplayKeys(replay_batch_id=self.replay_batch_id, stage=self.from_stage, metadata=self.metadata)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 from sqlmodel import select
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 
+from sluice.activities import replay as replay_activities
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.models import LineageRecord
 from sluice.ids import derived_id
@@ -19,6 +22,7 @@ from sluice.workflow_io import (
     LIST_REPLAY_KEYS,
     PUBLISH_REPLAY_CHUNK,
     PUBLISH_REPLAY_KEYS,
+    REPLAY_KEYS_SIGNAL,
     RUN_ROUTE,
     ReplaySpec,
 )
@@ -353,7 +357,9 @@ async def test_a_replay_started_before_derived_messages_publishes_in_chunks(
 ) -> None:
     """Executions started by an earlier version (chunked publishing) still run to the end."""
     monkeypatch.setattr(
-        replays, "ReplaySpec", lambda **kw: ReplaySpec(**{**kw, "derived": False, "chunk_keys": 3})
+        replays,
+        "ReplaySpec",
+        lambda **kw: ReplaySpec(**{**kw, "derived": False, "streamed": False, "chunk_keys": 3}),
     )
     stack = await make_stack()
     # The counts of every chunk, added up, once all of them are published.
@@ -368,6 +374,103 @@ async def test_a_replay_started_before_derived_messages_publishes_in_chunks(
     first_batch = seen.index(("scheduled", RUN_ROUTE))
     last_chunk_done = max(i for i, item in enumerate(seen) if item == ("completed", PUBLISH_REPLAY_CHUNK))
     assert first_batch < last_chunk_done
+
+
+STREAMED = 250  # objects: two full pages of 100 keys announced while publishing, then 50 more
+
+
+async def test_a_streamed_replay_runs_its_route_while_publishing_and_a_retry_publishes_only_the_rest(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publishing activity announces each full page of keys as it lands, so the route runs
+    them while the listing goes on. Its first attempt fails after two pages: the retry keeps
+    those pages (their batches may have run) and publishes only the keys they miss."""
+    listed = replay_activities.candidate_objects
+
+    async def interrupted(*args: Any, **kwargs: Any) -> Any:
+        if activity.info().attempt > 1:  # a listing later may differ, here in its order
+            for item in reversed([item async for item in listed(*args, **kwargs)]):
+                yield item
+            return
+        seen = 0
+        async for item in listed(*args, **kwargs):
+            yield item
+            seen += 1
+            if seen == 230:
+                await asyncio.sleep(1.5)  # pages 0 and 1 have landed: the route starts on them
+                raise RuntimeError("storage listing interrupted")
+
+    monkeypatch.setattr(replay_activities, "candidate_objects", interrupted)
+    # Batches of 10 keep pages at 100 keys (the smallest page).
+    pipeline = PIPELINE.replace("count: 12", f"count: {STREAMED}") + "    batch_size: 10\n"
+    config = await stack.create_config(pipeline)
+    parent = await stack.wait((await stack.run(config["id"])).json()["id"])
+    resp = await stack.http.post(
+        "/api/v1/replay", json={"from_execution_id": parent["id"], "from_stage": "raw", "to_route": "copy"}
+    )
+    body = resp.json()
+    assert resp.status_code == 200, body
+    assert (body["objects_found"], body["objects_published"], body["objects_failed"]) == (STREAMED,) * 2 + (
+        0,
+    )
+    done = await stack.wait(body["execution_id"])
+    assert done["status"] == "completed" and done["replay"]["objects_published"] == STREAMED
+
+    # Every object reached the route exactly once: one output each, one handled lineage row each.
+    outputs = stack.objects(done["id"], "copied")
+    assert sorted(p.read_text() for p in outputs) == sorted(f"ITEM {i}" for i in range(STREAMED))
+    routes = {
+        r["route"]: r
+        for r in (await stack.http.get(f"/api/v1/executions/{done['id']}/routes")).json()["routes"]
+    }
+    assert (routes["copy"]["messages_in"], routes["copy"]["messages_processed"]) == (STREAMED, STREAMED)
+    graph = (await stack.http.get(f"/api/v1/executions/{done['id']}/lineage")).json()
+    published = [n for n in graph["nodes"] if n["route"] == "copy" and n["source_route"] is None]
+    assert len(published) == STREAMED and len({n["object_key"] for n in published}) == STREAMED
+
+    # In the history: the first attempt announced two pages, the route started on them before
+    # publishing completed, and the retried attempt completed it.
+    history = await stack.temporal.get_workflow_handle(f"sluice-exec-{done['id']}").fetch_history()
+    signals = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and e.workflow_execution_signaled_event_attributes.signal_name == REPLAY_KEYS_SIGNAL
+    ]
+    assert len(signals) >= 2
+    seen = activity_history(history.events)
+    assert seen.index(("scheduled", RUN_ROUTE)) < seen.index(("completed", PUBLISH_REPLAY_KEYS))
+    assert activity_attempts(history.events, PUBLISH_REPLAY_KEYS) == 2
+
+
+def activity_attempts(events: Any, name: str) -> int:
+    """The attempt that completed the (one) activity of type `name`."""
+    scheduled = {
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == name
+    }
+    (attempt,) = [
+        e.activity_task_started_event_attributes.attempt
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
+    return attempt
+
+
+async def test_a_replay_started_before_streamed_publishing_publishes_before_its_route(
+    make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executions started by an earlier version (keys published whole, then the route) still run."""
+    monkeypatch.setattr(replays, "ReplaySpec", lambda **kw: ReplaySpec(**{**kw, "streamed": False}))
+    stack = await make_stack()
+    body = await replay_with_a_dangling_link(stack)
+    await assert_replayed_once_each(stack, await stack.wait(body["execution_id"]))
+    history = await stack.temporal.get_workflow_handle(f"sluice-exec-{body['execution_id']}").fetch_history()
+    seen = activity_history(history.events)
+    assert seen[:2] == [("scheduled", PUBLISH_REPLAY_KEYS), ("completed", PUBLISH_REPLAY_KEYS)]
 
 
 async def test_detached_replay_errors(stack: Stack) -> None:

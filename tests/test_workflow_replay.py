@@ -58,6 +58,7 @@ def test_the_recorded_scenarios_are_all_there() -> None:
         "adaptive_local_finalize",
         "chunked_replay",
         "derived_replay",
+        "streamed_replay",
     }
 
 

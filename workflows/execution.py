@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         PUBLISH_REPLAY_CHUNK,
         PUBLISH_REPLAY_KEYS,
         RECORD_REPLAY_PUBLISHED,
+        REPLAY_KEYS_SIGNAL,
         REPLAY_PUBLISHED_UPDATE,
         RUN_ROUTE,
         SPILL_MESSAGES,
@@ -48,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ReplayChunkTask,
         ReplayListing,
         ReplayRecordTask,
+        ReplaySpec,
         ResumePlan,
         ResumeTask,
         RouteResult,
@@ -103,6 +106,8 @@ class ExecutionWorkflow:
         self._draining = False
         self._graceful = False
         self._publishing = False
+        # A streamed replay's keys queued so far (None: not publishing a streamed replay).
+        self._announced: int | None = None
         # Whether work goes on after a route failure (None: not decided yet, see _continuing()).
         self._continue: bool | None = True if state is not None and state.failure is not None else None
         self._status = "running"
@@ -129,6 +134,13 @@ class ExecutionWorkflow:
             raise ApplicationError(f"execution ended ({self._status}) before its replay was published")
         return self._replay_listing
 
+    @workflow.signal(name=REPLAY_KEYS_SIGNAL)
+    def replay_keys_published(self, ref: SpillRef) -> None:
+        """A streamed replay's publishing activity announces the full pages it has written (its
+        result announces the rest): the route starts on them while the listing goes on."""
+        if self._announced is not None and ref.total > self._announced:
+            self._queue_published(ref)
+
     @workflow.signal(name=STOP_GRACEFULLY_SIGNAL)
     def stop_gracefully(self) -> None:
         """Sent before a cancel request: batches in flight finish (their outputs are stored),
@@ -145,10 +157,12 @@ class ExecutionWorkflow:
                 if inp.init_message is not None and inp.init_route:
                     scheduler.enqueue(inp.init_route, QueueEntry(messages=[inp.init_message]))
                 if inp.replay is not None:
-                    if inp.replay.derived:
+                    if inp.replay.streamed:
+                        self._start_publishing(self._publish_streamed)
+                    elif inp.replay.derived:
                         await self._publish_replay(PUBLISH_REPLAY_KEYS)
                     elif inp.replay.chunk_keys:
-                        self._start_publishing()
+                        self._start_publishing(self._publish_in_chunks)
                     else:
                         await self._publish_replay(LIST_REPLAY_OBJECTS)
                 if inp.resume is not None:
@@ -325,20 +339,29 @@ class ExecutionWorkflow:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- phases that call activities ----------------------------------------------------------
+    def _publishing_spec(self) -> ReplaySpec:
+        replay = self._inp.replay
+        assert replay is not None
+        return replay.model_copy(update={"page_size": self._scheduler.page_size(replay.to_route)})
+
+    def _publishing_options(self) -> dict[str, Any]:
+        return {
+            "start_to_close_timeout": timedelta(minutes=30),
+            "heartbeat_timeout": timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
+            "retry_policy": RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
+        }
+
     async def _publish_replay(self, activity: str) -> None:
         """Publish the replay in one activity before the route starts: `PUBLISH_REPLAY_KEYS` (its
         batches derive the messages) or, for replays started before that, `LIST_REPLAY_OBJECTS`."""
-        replay = self._inp.replay
-        assert replay is not None
+        spec = self._publishing_spec()
         try:
             listing: ReplayListing = await workflow.execute_activity(
                 activity,
-                replay.model_copy(update={"page_size": self._scheduler.page_size(replay.to_route)}),
+                spec,
                 result_type=ReplayListing,
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
-                retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
-                summary=f"publish {replay.from_stage} -> {replay.to_route}",
+                summary=f"publish {spec.from_stage} -> {spec.to_route}",
+                **self._publishing_options(),
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError) and workflow.patched(CANCELLED_WHILE_PUBLISHING):
@@ -346,27 +369,65 @@ class ExecutionWorkflow:
             self._failure = f"publishing the replay failed: {_describe(err)}"
             return
         if listing.spill is not None and listing.spill.total:
-            self._scheduler.enqueue(replay.to_route, QueueEntry(spill=listing.spill))
+            self._scheduler.enqueue(spec.to_route, QueueEntry(spill=listing.spill))
         self._replay_listing = listing.model_copy(update={"spill": None})
 
-    def _start_publishing(self) -> None:
-        """Publish the replay a chunk at a time beside the pump: the route handles the first
-        chunks while later ones are still published (the pump waits for publishing to end)."""
+    def _start_publishing(self, publish: Callable[[int], Awaitable[None]]) -> None:
+        """Publish the replay beside the pump, so the route handles what is published while the
+        rest still is (the pump waits for publishing to end)."""
         self._publishing = True
         self._task_seq += 1
         seq = self._task_seq
-        self._tasks[seq] = asyncio.create_task(self._publish_in_chunks(seq))
+        self._tasks[seq] = asyncio.create_task(publish(seq))
+
+    async def _publish_streamed(self, seq: int) -> None:
+        """One activity lists and publishes the keys, announcing its full pages as they land
+        (`replay_keys_published`); its result covers the rest. A graceful stop, or a failure that
+        stops the execution, cancels it."""
+        spec = self._publishing_spec()
+        self._announced = 0
+        handle = workflow.start_activity(
+            PUBLISH_REPLAY_KEYS,
+            spec,
+            result_type=ReplayListing,
+            summary=f"publish {spec.from_stage} -> {spec.to_route}",
+            **self._publishing_options(),
+        )
+        try:
+            await workflow.wait_condition(lambda: handle.done() or self._stop_publishing())
+            if not handle.done():
+                handle.cancel()
+            listing = await handle
+            if listing.spill is not None and listing.spill.total > self._announced:
+                self._queue_published(listing.spill)
+            self._replay_listing = listing.model_copy(update={"spill": None})
+        except ActivityError as err:
+            if not isinstance(err.cause, CancelledError) and self._failure is None:
+                self._failure = f"publishing the replay failed: {_describe(err)}"
+        finally:
+            if not handle.done():
+                handle.cancel()
+            self._announced = None  # a late announcement queues nothing twice
+            self._publishing = False
+            self._tasks.pop(seq, None)
+            self._changed = True
+
+    def _queue_published(self, ref: SpillRef) -> None:
+        """Queue a streamed replay's keys from the last one queued up to `ref.total`."""
+        assert self._announced is not None and self._inp.replay is not None
+        entry = QueueEntry(spill=ref.model_copy(update={"offset": self._announced}))
+        self._scheduler.enqueue(self._inp.replay.to_route, entry)
+        self._announced = ref.total
+        self._changed = True
 
     async def _publish_in_chunks(self, seq: int) -> None:
+        """Replays started before streamed publishing with `chunk_keys`: list the keys, then
+        publish them a chunk of manifest pages at a time."""
         replay = self._inp.replay
         assert replay is not None
-        spec = replay.model_copy(update={"page_size": self._scheduler.page_size(replay.to_route)})
+        spec = self._publishing_spec()
         chunk_spec = spec.model_copy(update={"keys": None})  # chunks read the listed keys instead
-        options: dict[str, Any] = {
-            "start_to_close_timeout": timedelta(minutes=30),
-            "heartbeat_timeout": timedelta(seconds=max(self._inp.heartbeat_timeout_seconds, 10)),
-            "retry_policy": RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=10)),
-        }
+        options = self._publishing_options()
         total = ReplayListing(objects_found=0, objects_published=0)
         in_flight: deque[workflow.ActivityHandle[ReplayListing]] = deque()
 

@@ -96,6 +96,7 @@ class ReplayService:
             else None,
             metadata={k: v for k, v in (metadata or {}).items() if k != "keys"} or None,
             derived=True,
+            streamed=True,
         )
         await self._check_not_empty(spec)
         return await self.executions.start(

@@ -238,7 +238,9 @@ async def test_record_chunked_replay(make_stack, monkeypatch: pytest.MonkeyPatch
     """A detached replay published in chunks of 3 keys while its route already runs batches (as
     replays were started before their batches derived their messages)."""
     monkeypatch.setattr(
-        replays, "ReplaySpec", lambda **kw: ReplaySpec(**{**kw, "derived": False, "chunk_keys": 3})
+        replays,
+        "ReplaySpec",
+        lambda **kw: ReplaySpec(**{**kw, "derived": False, "streamed": False, "chunk_keys": 3}),
     )
     stack: Stack = await make_stack()
     linear = await stack.create_config(LINEAR_COLLECT.replace("count: 3", "count: 8"))
@@ -247,11 +249,23 @@ async def test_record_chunked_replay(make_stack, monkeypatch: pytest.MonkeyPatch
     await _save(stack, "chunked_replay", await _detached_replay(stack, run["id"]))
 
 
-async def test_record_derived_replay(make_stack) -> None:
+async def test_record_derived_replay(make_stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """A detached replay whose keys are published by one activity and whose route's batches
-    derive the messages."""
+    derive the messages (as replays were started before publishing was streamed)."""
+    monkeypatch.setattr(replays, "ReplaySpec", lambda **kw: ReplaySpec(**{**kw, "streamed": False}))
     stack: Stack = await make_stack()
     linear = await stack.create_config(LINEAR_COLLECT.replace("count: 3", "count: 8"))
     run = (await stack.run(linear["id"])).json()
     assert (await _finished(stack, run["id"]))["status"] == "completed"
     await _save(stack, "derived_replay", await _detached_replay(stack, run["id"]))
+
+
+async def test_record_streamed_replay(make_stack) -> None:
+    """A detached replay of 250 keys whose publishing activity announces its two full pages (of
+    100 keys) as they land; its result queues the last 50."""
+    stack: Stack = await make_stack()
+    pipeline = LINEAR_COLLECT.replace("count: 3", "count: 250").replace("batch_size: 2", "batch_size: 50")
+    linear = await stack.create_config(pipeline)
+    run = (await stack.run(linear["id"])).json()
+    assert (await _finished(stack, run["id"]))["status"] == "completed"
+    await _save(stack, "streamed_replay", await _detached_replay(stack, run["id"]))
