@@ -47,6 +47,7 @@ CHECK_CONCURRENCY = 64
 LINEAGE_CHUNK = 500
 LINEAGE_AHEAD = 2  # lineage chunks being written while the listing goes on
 MANIFEST_PAGE = 1000  # keys per manifest page when a spec names no chunk size
+ANNOUNCE_EVERY = 64  # pages, at most, between two announcements of a streamed replay
 
 
 class ReplayActivities:
@@ -310,8 +311,9 @@ async def _skipping(keys: AsyncIterator[tuple[str, bool]], kept: set[str]) -> As
 
 
 class _Announcer:
-    """Signals the workflow, in order, each time the full pages written reach the next power of
-    two: a handful of signals per replay, the first as soon as one page has landed."""
+    """Signals the workflow, in order, as the full pages written reach 1, 2, 4, ... and then every
+    `ANNOUNCE_EVERY` pages: the first as soon as one page has landed, a few signals for most
+    replays, and a route that never waits long on a slow listing of a huge one."""
 
     def __init__(self, spec: ReplaySpec, prefix: str, info: activity.Info):
         self.ref = SpillRef(prefix=prefix, total=0, page_size=spec.page_size, replay=spec.derivation())
@@ -323,7 +325,7 @@ class _Announcer:
         if pages < self.next_at:
             return
         while self.next_at <= pages:
-            self.next_at *= 2
+            self.next_at = min(self.next_at * 2, self.next_at + ANNOUNCE_EVERY)
         self.sending = asyncio.ensure_future(self._send(self.sending, pages * self.ref.page_size))
 
     async def _send(self, before: asyncio.Task[None] | None, total: int) -> None:

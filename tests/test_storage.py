@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from sluice.messages import Message, MessageMetadata
 from sluice.settings import Settings
-from sluice.spill import load_batch, spill_prefix, write_spill
+from sluice.spill import load_batch, read_page, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
 from sluice.storage.factory import open_storage
 from sluice.storage.keys import sidecar_key
@@ -385,3 +385,20 @@ async def test_spilled_messages_read_back_exactly(tmp_path: Path) -> None:
     got = await load_batch(storage, MessageBatch(spill=ref, page=1, start=1, count=2), "e1")
     assert got == messages[4:6]
     assert await load_batch(storage, MessageBatch(spill=ref, page=2, start=0, count=3), "e1") == messages[6:]
+
+
+async def test_spill_pages_are_reported_once_written_and_full_and_can_continue(tmp_path: Path) -> None:
+    """What a streamed replay announces: only full pages, in order, once written; a retry
+    continues after the pages kept, numbering and total included."""
+    storage = LocalStorage(tmp_path)
+    prefix = spill_prefix("e", "keys")
+    reported: list[int] = []
+    ref = await write_spill(storage, prefix, [f"k{i}" for i in range(7)], 3, on_written=reported.append)
+    assert reported == [1, 2] and ref.total == 7  # the partial third page is never reported
+    assert [len(await read_page(storage, prefix, p)) for p in range(3)] == [3, 3, 1]
+
+    reported.clear()
+    ref = await write_spill(storage, prefix, ["k6", "k7"], 3, first_page=2, on_written=reported.append)
+    assert (ref.total, ref.page_count) == (8, 3) and reported == []
+    assert await read_page(storage, prefix, 2) == [b'"k6"', b'"k7"']
+    assert await read_page(storage, prefix, 0) == [b'"k0"', b'"k1"', b'"k2"']

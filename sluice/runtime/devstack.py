@@ -19,6 +19,7 @@ import uvicorn
 from temporalio.client import Client
 
 from sluice.db.migrate import upgrade_database
+from sluice.runtime.heap import freeze_startup_heap
 from sluice.settings import Settings
 from sluice.temporal import connect, dev_server_args, temporal_cli_path
 
@@ -258,7 +259,8 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
 
 
 async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:
-    """Serve without taking over signals; returns once the socket listens."""
+    """Serve without taking over signals; returns once the socket listens (and the heap its
+    startup built is frozen, see `freeze_startup_heap`)."""
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the CLI owns signals
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -266,6 +268,7 @@ async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:
             task.result()
             raise StackError("the API stopped while starting")
         await asyncio.sleep(0.02)
+    freeze_startup_heap()
     return task
 
 

@@ -22,6 +22,7 @@ from sluice.activities import ActivityDeps, build_activities
 from sluice.handlers.registry import configure_handlers
 from sluice.logcontext import configure_logging, install_capture
 from sluice.metrics import serve as serve_metrics
+from sluice.runtime.heap import freeze_startup_heap
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
@@ -80,6 +81,8 @@ async def run_worker(
             async with contextlib.AsyncExitStack() as stack:
                 for worker in workers:
                     await stack.enter_async_context(worker)
+                if own_process:
+                    freeze_startup_heap()
                 log.info(
                     "worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address
                 )
