@@ -289,19 +289,24 @@ async def _manifest_keys(
 
 async def _kept(storage: ObjectStorage, prefix: str, spec: ReplaySpec) -> tuple[int, set[str]]:
     """The full pages an earlier attempt wrote, in order from the first (a partial or missing
-    page ends them: it was never announced), and the keys they hold."""
+    page ends them: it was never announced), and the keys they hold. Read `CHECK_CONCURRENCY`
+    pages at a time: a huge replay retried on S3 has thousands."""
     keys: set[str] = set()
     page = 0
-    while True:
+
+    async def lines_of(number: int) -> list[bytes] | None:
         try:
-            lines = await read_page(storage, prefix, page)
+            return await read_page(storage, prefix, number)
         except ObjectNotFoundError:
-            break
-        if len(lines) < spec.page_size:
-            break
-        keys.update(from_json(line) for line in lines)
-        page += 1
-    return page, keys
+            return None
+
+    while True:
+        window = await asyncio.gather(*(lines_of(page + i) for i in range(CHECK_CONCURRENCY)))
+        for lines in window:
+            if lines is None or len(lines) < spec.page_size:
+                return page, keys
+            keys.update(from_json(line) for line in lines)
+            page += 1
 
 
 async def _skipping(keys: AsyncIterator[tuple[str, bool]], kept: set[str]) -> AsyncIterator[tuple[str, bool]]:
