@@ -428,7 +428,7 @@ async def test_a_streamed_replay_runs_its_route_while_publishing_and_a_retry_pub
     published = [n for n in graph["nodes"] if n["route"] == "copy" and n["source_route"] is None]
     assert len(published) == STREAMED and len({n["object_key"] for n in published}) == STREAMED
 
-    # In the history: the first attempt announced two pages, the route started on them before
+    # In the history: the first attempt announced its two pages, the route started on them before
     # publishing completed, and the retried attempt completed it.
     history = await stack.temporal.get_workflow_handle(f"sluice-exec-{done['id']}").fetch_history()
     signals = [
@@ -437,7 +437,7 @@ async def test_a_streamed_replay_runs_its_route_while_publishing_and_a_retry_pub
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
         and e.workflow_execution_signaled_event_attributes.signal_name == REPLAY_KEYS_SIGNAL
     ]
-    assert len(signals) >= 2
+    assert signals  # one per growth of the pages landed in order (two pages may land as one)
     seen = activity_history(history.events)
     assert seen.index(("scheduled", RUN_ROUTE)) < seen.index(("completed", PUBLISH_REPLAY_KEYS))
     assert activity_attempts(history.events, PUBLISH_REPLAY_KEYS) == 2
