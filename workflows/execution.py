@@ -398,7 +398,7 @@ class ExecutionWorkflow:
             if not handle.done():
                 handle.cancel()
             listing = await handle
-            if listing.spill is not None and listing.spill.total > self._announced:
+            if listing.spill is not None and listing.spill.total > (self._announced or 0):
                 self._queue_published(listing.spill)
             self._replay_listing = listing.model_copy(update={"spill": None})
         except ActivityError as err:
