@@ -23,8 +23,8 @@ from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_messages import ReplayMessages
 from sluice.replay_sources import candidate_keys, candidate_objects
 from sluice.services.lineage import Emission
-from sluice.spill import read_page, replay_keys_prefix, spill_prefix, write_spill
-from sluice.storage.base import ObjectNotFoundError, ObjectStorage
+from sluice.spill import read_page, read_pages, replay_keys_prefix, spill_prefix, write_spill
+from sluice.storage.base import ObjectStorage
 from sluice.storage.keys import validate_key
 from sluice.workflow_io import (
     LIST_REPLAY_KEYS,
@@ -138,7 +138,8 @@ class ReplayActivities:
         finally:
             if announcer is not None:
                 await announcer.close()
-        counts = {k: v + (len(kept) if k != "failed" else 0) for k, v in counts.items()}
+        counts["found"] += len(kept)  # the kept keys were found and published before
+        counts["published"] += len(kept)
         listing = _listing(counts, errors, ref.model_copy(update={"replay": spec.derivation()}))
         await self._record(execution_id, spec, listing)
         return listing
@@ -289,24 +290,15 @@ async def _manifest_keys(
 
 async def _kept(storage: ObjectStorage, prefix: str, spec: ReplaySpec) -> tuple[int, set[str]]:
     """The full pages an earlier attempt wrote, in order from the first (a partial or missing
-    page ends them: it was never announced), and the keys they hold. Read `CHECK_CONCURRENCY`
-    pages at a time: a huge replay retried on S3 has thousands."""
+    page ends them: it was never announced), and the keys they hold."""
     keys: set[str] = set()
-    page = 0
-
-    async def lines_of(number: int) -> list[bytes] | None:
-        try:
-            return await read_page(storage, prefix, number)
-        except ObjectNotFoundError:
-            return None
-
-    while True:
-        window = await asyncio.gather(*(lines_of(page + i) for i in range(CHECK_CONCURRENCY)))
-        for lines in window:
-            if lines is None or len(lines) < spec.page_size:
-                return page, keys
-            keys.update(from_json(line) for line in lines)
-            page += 1
+    pages = 0
+    async for lines in read_pages(storage, prefix):
+        if len(lines) < spec.page_size:
+            break
+        keys.update(from_json(line) for line in lines)
+        pages += 1
+    return pages, keys
 
 
 async def _skipping(keys: AsyncIterator[tuple[str, bool]], kept: set[str]) -> AsyncIterator[tuple[str, bool]]:

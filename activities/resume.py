@@ -28,7 +28,7 @@ from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id
 from sluice.messages import Message, MessageMetadata
 from sluice.replay_messages import ReplayMessages
-from sluice.spill import read_page, replay_keys_prefix, spill_prefix, write_spill
+from sluice.spill import read_pages, replay_keys_prefix, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.storage.keys import sidecar_key
 from sluice.storage.stage import read_meta
@@ -170,20 +170,9 @@ class ResumeActivities:
         handled = {r.correlation_id for r in rows}
         prefix = replay_keys_prefix(record.id, keys.replay_batch_id)
         unhandled: list[LineageRecord] = []
-        page = 0
-        while True:
-            try:
-                lines = await read_page(self.deps.storage, prefix, page)
-            except ObjectNotFoundError:
-                if page == 0 and _replay_rows(rows, keys.replay_batch_id) < replay["objects_published"]:
-                    # Derived messages were never all handled, and the keys they derive from are gone.
-                    raise ApplicationError(
-                        f"the published keys of execution {record.id}'s replay are missing from storage "
-                        f"({prefix}); resuming would lose the messages its route never handled",
-                        type=INCOMPLETE,
-                        non_retryable=True,
-                    ) from None
-                return unhandled  # past the last page (or published before messages were derived)
+        pages = 0
+        async for lines in read_pages(self.deps.storage, prefix):
+            pages += 1
             for line in lines:
                 key = from_json(line)
                 message = derive.message(key)
@@ -201,7 +190,15 @@ class ResumeActivities:
                         payload=message["payload"],
                     )
                 )
-            page += 1
+        if not pages and _replay_rows(rows, keys.replay_batch_id) < replay["objects_published"]:
+            # Derived messages were never all handled, and the keys they derive from are gone.
+            raise ApplicationError(
+                f"the published keys of execution {record.id}'s replay are missing from storage "
+                f"({prefix}); resuming would lose the messages its route never handled",
+                type=INCOMPLETE,
+                non_retryable=True,
+            )
+        return unhandled  # no pages and nothing unhandled: published before messages were derived
 
     async def _copy(self, keys: Sequence[str], carry: _Carrier) -> None:
         storage = self.deps.storage

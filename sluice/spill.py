@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
@@ -17,11 +17,12 @@ from pydantic_core import from_json, to_json
 
 from sluice.messages import Message
 from sluice.replay_messages import ReplayMessages
-from sluice.storage.base import ObjectStorage
+from sluice.storage.base import ObjectNotFoundError, ObjectStorage
 from sluice.storage.keys import INTERNAL_ROOT
 from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
 
 PAGES_AHEAD = 3  # page writes in flight while the next page fills
+READ_AHEAD = 16  # page reads in flight when reading pages in order
 _MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys"))  # as Message
 # Derived messages are Python dicts: the string cache only costs there.
 _DERIVED = TypeAdapter(list[Message])
@@ -53,6 +54,26 @@ async def read_page(storage: ObjectStorage, prefix: str, page: int) -> list[byte
     """A page's JSONL lines, undecoded. Split as bytes: `str.splitlines` also splits at U+2028 and
     U+0085, which pydantic-core leaves raw inside JSON strings."""
     return [line for line in (await storage.get(page_key(prefix, page))).splitlines() if line.strip()]
+
+
+async def read_pages(storage: ObjectStorage, prefix: str) -> AsyncIterator[list[bytes]]:
+    """Pages 0, 1, ... of `prefix` in order (each as `read_page` gives it), up to the first one
+    missing; `READ_AHEAD` are read at a time, since a large spill on S3 has thousands."""
+    first = 0
+    while True:
+        window = await asyncio.gather(*(_page_or_none(storage, prefix, first + i) for i in range(READ_AHEAD)))
+        for lines in window:
+            if lines is None:
+                return
+            yield lines
+        first += READ_AHEAD
+
+
+async def _page_or_none(storage: ObjectStorage, prefix: str, page: int) -> list[bytes] | None:
+    try:
+        return await read_page(storage, prefix, page)
+    except ObjectNotFoundError:
+        return None
 
 
 async def write_spill(
