@@ -47,7 +47,7 @@ from sluice.db.models import ExecutionRecord, LineageRecord  # noqa: E402
 from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,
     child_env,
-    free_port,
+    free_ports,
     temporal_dev_command,
     terminate,
     wait_for_temporal,
@@ -95,7 +95,7 @@ class ChaosStack:
 
     def __init__(self, tmp: Path, *, workers: int = 2, heartbeat: str = "2s"):
         self.tmp = tmp
-        self.temporal_port, self.ui_port, self.api_port = free_port(), free_port(), free_port()
+        self.temporal_port, self.ui_port, self.api_port = free_ports(3)
         self.settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=tmp / "data",

@@ -37,7 +37,7 @@ from sluice.db.migrate import upgrade_database  # noqa: E402
 from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,
     child_env,
-    free_port,
+    free_ports,
     run_serving,
     serve_in_background,
     tail,
@@ -155,7 +155,7 @@ async def bench_stack(
     devstack.child_env), the raw worker subprocess, and the API served by uvicorn in this process.
     Everything is stopped on exit, also on errors and cancellation.
     """
-    api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+    api_port, temporal_port, ui_port = free_ports(3)
     settings = settings.model_copy(
         update={
             "temporal_address": f"127.0.0.1:{temporal_port}",

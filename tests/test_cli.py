@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from sluice.runtime.devstack import free_port, port_in_use
+from sluice.runtime.devstack import free_port, free_ports, port_in_use
 from tests.conftest import REPO, workflow_closed
 
 EXAMPLE = REPO / "examples" / "docs-ingest" / "pipeline.yaml"
@@ -46,7 +46,8 @@ def test_validate_exit_codes(tmp_path: Path) -> None:
 
 
 def test_run_embedded_prints_summary_and_exit_code(tmp_path: Path) -> None:
-    ports = ["--port", str(free_port()), "--temporal-port", str(free_port()), "--ui-port", str(free_port())]
+    api, temporal, ui = free_ports(3)
+    ports = ["--port", str(api), "--temporal-port", str(temporal), "--ui-port", str(ui)]
     data = ["--data-dir", str(tmp_path / "state")]
     ok = subprocess.run(
         [*SLUICE, "run", str(EXAMPLE), *data, *ports, "--json"],
@@ -110,7 +111,7 @@ async def _run_example(http: httpx.AsyncClient) -> dict:
 
 
 async def test_dev_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
-    api, temporal, ui = free_port(), free_port(), free_port()
+    api, temporal, ui = free_ports(3)
     cmd = [
         *SLUICE,
         "dev",
@@ -185,6 +186,7 @@ async def test_dev_refuses_a_busy_port(tmp_path: Path, busy: str) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
+        temporal, ui = free_ports(2)
         out = subprocess.run(
             [
                 *SLUICE,
@@ -194,9 +196,9 @@ async def test_dev_refuses_a_busy_port(tmp_path: Path, busy: str) -> None:
                 "--port",
                 str(port),
                 "--temporal-port",
-                str(free_port()),
+                str(temporal),
                 "--ui-port",
-                str(free_port()),
+                str(ui),
             ],
             capture_output=True,
             text=True,

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from sluice.runtime.devstack import free_port
+from sluice.runtime.devstack import free_ports
 from tests.conftest import Stack, StackFactory, start_worker, wait_until_polling
 
 PIPELINE = """
@@ -61,7 +61,7 @@ async def test_api_metrics_count_a_run(stack: Stack) -> None:
 
 async def test_a_worker_serves_its_metrics_and_temporals(make_stack: StackFactory, tmp_path: Path) -> None:
     stack = await make_stack(worker=False)
-    port, sdk_port = free_port(), free_port()
+    port, sdk_port = free_ports(2)
     worker = start_worker(
         stack, tmp_path / "w.log", SLUICE_METRICS_PORT=str(port), SLUICE_TEMPORAL_METRICS_PORT=str(sdk_port)
     )

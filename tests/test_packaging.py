@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.runtime.devstack import free_port
+from sluice.runtime.devstack import free_ports
 from tests.conftest import REPO
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
@@ -146,7 +146,8 @@ def test_user_modules_named_like_sluice_folders_are_handlers(tmp_path: Path) -> 
         "  - {name: d, handler: 'worker:handle', stage: d}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_") and k != "PYTHONPATH"}
-    ports = ["--port", str(free_port()), "--temporal-port", str(free_port()), "--ui-port", str(free_port())]
+    api, temporal, ui = free_ports(3)
+    ports = ["--port", str(api), "--temporal-port", str(temporal), "--ui-port", str(ui)]
     result = subprocess.run(
         [
             str(SCRIPTS / "sluice"),
