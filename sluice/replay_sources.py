@@ -6,6 +6,7 @@ not a cache) and the publishing activity, so both resolve the same keys.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -44,6 +45,25 @@ async def candidate_objects(
     else:
         async for key in lineage_keys(spec, sessions):
             yield key, False
+
+
+async def has_candidates(
+    spec: ReplaySpec, storage: ObjectStorage, sessions: async_sessionmaker[AsyncSession]
+) -> bool:
+    """Whether the replay would find an object: named keys must exist, a listing or lineage needs
+    one key (found without listing the whole stage)."""
+    if spec.replay_source == "manual":
+        for key in spec.keys or []:
+            if await storage.exists(key):
+                return True
+        return False
+    if spec.replay_source == "storage":
+        prefix = stage_prefix(spec.source_execution_id, spec.from_stage, spec.from_path)
+        return await storage.any_key(prefix, lambda key: not is_sidecar(key))
+    async with contextlib.aclosing(lineage_keys(spec, sessions)) as keys:
+        async for _ in keys:
+            return True
+    return False
 
 
 async def ancestry(sessions: async_sessionmaker[AsyncSession], execution_id: str) -> list[str]:

@@ -20,7 +20,7 @@ from sluice.settings import Settings
 from sluice.spill import load_batch, read_page, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
 from sluice.storage.factory import open_storage
-from sluice.storage.keys import sidecar_key
+from sluice.storage.keys import is_sidecar, sidecar_key
 from sluice.storage.local import LocalStorage
 from sluice.storage.s3 import S3Storage
 from sluice.storage.stage import read_meta, write_stage_object
@@ -153,6 +153,22 @@ async def test_list_returns_exactly_the_keys_under_prefix(storage: ObjectStorage
     assert await listed("a/1") == ["a/1.txt", "a/1.txt.meta.json"]
     assert await listed("nothing/") == []
     assert await listed("") == sorted(keys)
+
+
+async def test_any_key_finds_what_a_listing_would_and_nothing_else(storage: ObjectStorage) -> None:
+    """The replay request's emptiness check: the same keys as `list`, without listing them all."""
+    await put_many(storage, ["a/1.txt.meta.json", "a/sub/deep/3.txt", "ab/4.txt", "abc.txt"])
+
+    def data(key: str) -> bool:
+        return not is_sidecar(key)
+
+    assert await storage.any_key("a/", data)  # only found in a subdirectory
+    assert await storage.any_key("a/sub/d", data)  # a string prefix, into a directory
+    assert await storage.any_key("ab", data) and await storage.any_key("abc", data)
+    assert not await storage.any_key("a/1", data)  # only a sidecar there
+    assert await storage.any_key("a/1", lambda key: True)
+    assert not await storage.any_key("nothing/", data)
+    assert not await storage.any_key("a/sub/deep/3.txt/", data)
 
 
 # A known deviation from S3's order, kept visible instead of hidden (callers must not rely on order).

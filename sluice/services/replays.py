@@ -15,7 +15,7 @@ from sluice.db.models import ExecutionRecord
 from sluice.errors import InvalidArgumentError, NotFoundError
 from sluice.ids import uuid7
 from sluice.pipeline_config import PipelineConfig
-from sluice.replay_sources import ancestry, candidate_keys
+from sluice.replay_sources import ancestry, has_candidates
 from sluice.services.configs import ConfigService, require_valid
 from sluice.services.executions import ExecutionService, StartedExecution
 from sluice.settings import Settings
@@ -224,9 +224,8 @@ class ReplayService:
 
     async def _check_not_empty(self, spec: ReplaySpec) -> None:
         """Storage is not a cache: a replay that would publish nothing is refused up front."""
-        async for key in candidate_keys(spec, self.storage, self.sessions):
-            if spec.replay_source != "manual" or await self.storage.exists(key):
-                return
+        if await has_candidates(spec, self.storage, self.sessions):
+            return
         where = f"{spec.source_execution_id}/{spec.from_stage}/" + (spec.from_path or "")
         raise InvalidArgumentError(
             f"no stored objects to replay under {where} (source: {spec.replay_source}); "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sluice.storage.keys import is_sidecar, validate_key
 
@@ -96,6 +96,14 @@ class ObjectStorage(abc.ABC):
         `exists_many`). An object store lists objects; a local symlink may point nowhere."""
         async for key in self.list(prefix):
             yield key, True
+
+    async def any_key(self, prefix: str, accept: Callable[[str], bool]) -> bool:
+        """Whether a key under prefix passes `accept`, as `list_proven` would yield it (a listed
+        symlink counts), stopping at the first. Backends whose listing costs a sort override it."""
+        async for key, _ in self.list_proven(prefix):
+            if accept(key):
+                return True
+        return False
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

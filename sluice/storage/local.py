@@ -14,7 +14,7 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, sidecar_records
@@ -186,6 +186,11 @@ class LocalStorage(ObjectStorage):
         async for key, _ in self.list_proven(prefix):
             yield key
 
+    async def any_key(self, prefix: str, accept: Callable[[str], bool]) -> bool:
+        # Unsorted: one key needs no ordered listing (sorting a stage of 10,000 objects and their
+        # sidecars took 12-26 ms, on the request path of every replay).
+        return await asyncio.to_thread(_any_key, self._root, prefix, accept)
+
     async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
         """Keys in S3 order (lexicographic on the full key), one directory listing in memory per
         level. A listed regular file exists; a symlink is proven only by opening it (it may dangle)."""
@@ -213,6 +218,26 @@ class LocalStorage(ObjectStorage):
                     stack.append((key, iter(listing)))
             elif key.startswith(prefix) and not name.startswith(".tmp-"):  # temp files of Sluice <= 0.1
                 yield key, not is_link
+
+
+def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
+    """`list_proven`'s walk, unsorted and stopping at the first accepted key."""
+    pending = [prefix.rsplit("/", 1)[0] if "/" in prefix else ""]
+    while pending:
+        directory = pending.pop()
+        try:
+            listing = os.scandir(os.path.join(root, directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with listing:
+            for entry in listing:
+                key = f"{directory}/{entry.name}" if directory else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                        pending.append(key)
+                elif key.startswith(prefix) and not entry.name.startswith(".tmp-") and accept(key):
+                    return True
+    return False
 
 
 def sweep_dead_writers(tmp: Path) -> int:
