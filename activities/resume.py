@@ -25,7 +25,7 @@ from sluice.clock import utcnow
 from sluice.db.events import RESUME_PREPARED, lifecycle_row
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, LineageRecord, RouteRunRecord
 from sluice.db.upsert import insert_ignore
-from sluice.ids import derived_id
+from sluice.ids import derived_id, parse_uuid
 from sluice.messages import Message, MessageMetadata
 from sluice.replay_messages import ReplayMessages
 from sluice.spill import read_pages, replay_keys_prefix, spill_prefix, write_spill
@@ -165,6 +165,7 @@ class ResumeActivities:
             replay_batch_id=replay["replay_batch_id"],
             stage=replay["from_stage"],
             metadata=replay.get("metadata"),
+            clustered=_clustered_ids(rows, replay["replay_batch_id"]),
         )
         derive = ReplayMessages(record.id, keys)
         handled = {r.correlation_id for r in rows}
@@ -270,6 +271,16 @@ class ResumeActivities:
                 )
             )
             await session.commit()
+
+
+def _clustered_ids(rows: list[LineageRecord], replay_batch_id: str) -> bool:
+    """Which ids the replay's handled messages got: UUIDv7 (`ClusteredIds`, replays of now) or
+    uuid5 (replays started before). Only matched against those rows, so with none either does."""
+    for row in rows:
+        if row.replay_batch_id == replay_batch_id and row.source_route is None:
+            parsed = parse_uuid(row.correlation_id)
+            return parsed is not None and parsed.version == 7
+    return True
 
 
 class _Carrier:

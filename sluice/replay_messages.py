@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.ids import derived_id
+from sluice.ids import ClusteredIds, derived_id
 from sluice.storage.keys import stage_prefix
 from sluice.workflow_io import ReplayKeys
 
@@ -19,13 +19,19 @@ class ReplayMessages:
     def __init__(self, execution_id: str, replay: ReplayKeys):
         self.execution_id, self.replay = execution_id, replay
         self._prefixes: dict[str, str] = {}  # owner execution -> its stage prefix
+        self._clustered = ClusteredIds(replay.replay_batch_id) if replay.clustered else None
+
+    def correlation_id(self, key: str) -> str:
+        if self._clustered is not None:
+            return self._clustered.id(key)
+        return derived_id(self.replay.replay_batch_id, key)
 
     def message(self, key: str) -> dict[str, Any]:
         """The message for `key`, as a dict of Message's shape (what a page line holds)."""
         replay = self.replay
         metadata = {
             "execution_id": self.execution_id,
-            "correlation_id": derived_id(replay.replay_batch_id, key),
+            "correlation_id": self.correlation_id(key),
             "parent_correlation_id": None,
             "replay_batch_id": replay.replay_batch_id,
             "source_route": None,

@@ -79,6 +79,9 @@ class ReplayKeys(BaseModel):
     replay_batch_id: str
     stage: str
     metadata: dict[str, Any] | None = None
+    # True: message ids sort with the replay batch (`sluice.ids.ClusteredIds`); False: uuid5 ids
+    # (`derived_id`) of replays started before.
+    clustered: bool = False
 
 
 class SpillRef(BaseModel):
@@ -272,9 +275,16 @@ class ReplaySpec(BaseModel):
     # True (with `derived`): the publishing activity announces its full pages as they land, and the
     # route starts on them while the listing goes on (`REPLAY_KEYS_SIGNAL`).
     streamed: bool = False
+    # True: the derived messages' ids sort with the replay batch (`ReplayKeys.clustered`).
+    clustered_ids: bool = False
 
     def derivation(self) -> ReplayKeys:
-        return ReplayKeys(replay_batch_id=self.replay_batch_id, stage=self.from_stage, metadata=self.metadata)
+        return ReplayKeys(
+            replay_batch_id=self.replay_batch_id,
+            stage=self.from_stage,
+            metadata=self.metadata,
+            clustered=self.clustered_ids,
+        )
 
 
 class ReplayChunkTask(BaseModel):

@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from sluice.activities import replay as replay_activities
 from sluice.db.engine import create_engine, session_factory
 from sluice.db.models import LineageRecord
-from sluice.ids import derived_id
+from sluice.ids import ClusteredIds
 from sluice.services import replays
 from sluice.workflow_io import (
     LIST_REPLAY_KEYS,
@@ -325,9 +325,8 @@ async def test_a_replay_route_derives_its_messages_from_the_published_keys(stack
     body = await replay_with_a_dangling_link(stack)
     done = await stack.wait(body["execution_id"])
     published = await assert_replayed_once_each(stack, done)
-    assert {n["id"] for n in published} == {
-        derived_id(body["replay_batch_id"], n["object_key"]) for n in published
-    }
+    ids = ClusteredIds(body["replay_batch_id"])
+    assert {n["id"] for n in published} == {ids.id(n["object_key"]) for n in published}
     engine = create_engine(stack.settings)
     try:
         async with session_factory(engine)() as session:

@@ -97,6 +97,7 @@ class ReplayService:
             metadata={k: v for k, v in (metadata or {}).items() if k != "keys"} or None,
             derived=True,
             streamed=True,
+            clustered_ids=True,
         )
         await self._check_not_empty(spec)
         return await self.executions.start(
