@@ -38,6 +38,7 @@ from sluice.workflow_io import (
     ExecutionProgress,
     ExecutionSummary,
     FinalizeInput,
+    MessageBatch,
     ReplayListing,
     ReplaySpec,
     RoutedOutput,
@@ -261,6 +262,49 @@ async def test_route_activities_carry_only_the_settings_a_route_changes(
     ]
     started = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
     assert json.loads(started.data)["pipeline"]["routes"] == sent
+
+
+def test_configs_cross_history_whole_whatever_they_set() -> None:
+    """The wire form drops defaults; what comes back is the same config, for a minimal one and
+    for one that sets every field."""
+    full = PipelineConfig.from_snapshot(
+        """
+name: wire
+namespace: ns
+layer: gold
+description: every field set
+init_message: {route: a, payload: {n: 0}}
+params: {p: [1, 2]}
+schedule: {cron: "0 6 * * *", timezone: Europe/Paris, catchup_window: 2h, overlap: allow_all, paused: true}
+on_failure: stop
+routes:
+  - name: a
+    handler: noop
+    stage: raw
+    next: [b]
+    concurrency: 9
+    batch_size: 3
+    retry: {max_attempts: 7, backoff: 2s, backoff_coefficient: 1.5, max_backoff: 5m}
+    timeout: 30s
+    heartbeat_timeout: 20s
+    task_queue: gpu
+    params: {k: v}
+  - {name: b, handler: noop, collect: true}
+"""
+    )
+    minimal = PipelineConfig.from_snapshot("name: wire\nroutes:\n  - {name: a, handler: noop}\n")
+    for config in (full, minimal):
+        inp = execution(config)
+        assert (
+            ExecutionInput.model_validate_json(
+                pydantic_data_converter.payload_converter.to_payloads([inp])[0].data
+            )
+            == inp
+        )
+        for route in config.routes:
+            task = RouteTask(execution_id="e", route=route, config_hash="h", batch=MessageBatch(messages=[]))
+            [payload] = pydantic_data_converter.payload_converter.to_payloads([task])
+            assert RouteTask.model_validate_json(payload.data) == task
 
 
 async def test_route_concurrency_and_execution_bound_hold(worker: Running, standins: StandIns) -> None:
