@@ -76,6 +76,13 @@ HTTP_TIMEOUT = 900.0  # the replay call returns after publishing every object
 DEFAULT_BATCH = AUTO_MAX_BATCH
 DEFAULT_CONCURRENCY = RouteConfig.model_fields["concurrency"].default
 SYSTEMS = ("sluice", "raw", "raw_batched")
+
+
+def systems_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """`--no-per-object` drops the slowest phase (one raw activity per object, not in the goal)."""
+    return SYSTEMS if args.per_object else tuple(s for s in SYSTEMS if s != "raw")
+
+
 LABELS = {
     "sluice": "Sluice replay -> noop",
     "raw": "raw, 1 activity/object",
@@ -366,12 +373,13 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                 stack, parent_id, setting.route, min(10, args.objects), "item-00000"
             )
             await verify_sluice(stack, key, setting.route, min(10, args.objects))
-            for per_object in (True, False):
+            for per_object in (True, False) if args.per_object else (False,):
                 await raw_run(stack, raw_job(f"{parent_id}/{STAGE}/item-", 20, setting, per_object, 2000))
     phases: list[Phase] = []
     for rnd in range(args.rounds):
         for setting in settings:
-            order = SYSTEMS if rnd % 2 == 0 else SYSTEMS[::-1]
+            systems = systems_of(args)
+            order = systems if rnd % 2 == 0 else systems[::-1]
             for system in order:
                 log(
                     f"round {rnd + 1}/{args.rounds}, {setting.label}: {LABELS[system]}, {args.objects} objects ..."
@@ -390,7 +398,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             s.name: {"route": s.route, "batch": s.batch, "concurrency": s.concurrency} for s in settings
         },
-        "results": summarize(phases, settings),
+        "results": summarize(phases, settings, systems_of(args)),
         "phases": [phase_dict(p) for p in phases],
     }
 
@@ -413,12 +421,12 @@ def phase_dict(p: Phase) -> dict[str, Any]:
     }
 
 
-def summarize(phases: list[Phase], settings: list[Setting]) -> dict[str, Any]:
+def summarize(phases: list[Phase], settings: list[Setting], systems: tuple[str, ...]) -> dict[str, Any]:
     """Per setting and system, pooled over rounds; ratios within the same setting of this run."""
     out: dict[str, Any] = {}
     for setting in settings:
         rows: dict[str, Any] = {}
-        for system in SYSTEMS:
+        for system in systems:
             mine = [p for p in phases if p.setting == setting.name and p.system == system]
             objects = sum(p.objects for p in mine)
             total = sum(p.total_s for p in mine)
@@ -451,13 +459,26 @@ def summarize(phases: list[Phase], settings: list[Setting]) -> dict[str, Any]:
                 },
                 "peak_rss_since_process_start": any("reset" in p.peak_rss_kib for p in mine),
             }
-        slu = rows["sluice"]
+        slu, raw = rows["sluice"], rows.get("raw")
+        batched = [p for p in phases if p.setting == setting.name and p.system == "raw_batched"]
         rows["ratios"] = {
-            "sluice_vs_raw": slu["objects_per_s"] / rows["raw"]["objects_per_s"],
+            "sluice_vs_raw": slu["objects_per_s"] / raw["objects_per_s"] if raw else None,
             "sluice_vs_raw_batched": slu["objects_per_s"] / rows["raw_batched"]["objects_per_s"],
-            "sluice_processing_vs_raw": slu["processing_objects_per_s"] / rows["raw"]["objects_per_s"],
+            "sluice_processing_vs_raw": slu["processing_objects_per_s"] / raw["objects_per_s"]
+            if raw
+            else None,
             "sluice_processing_vs_raw_batched": slu["processing_objects_per_s"]
             / rows["raw_batched"]["objects_per_s"],
+            # Round by round (the n-th Sluice phase against the n-th raw batched one): how far the
+            # machine's noise alone moves the ratio within one run.
+            "sluice_vs_raw_batched_per_round": [
+                (b.total_s / p.total_s)
+                for p, b in zip(
+                    [p for p in phases if p.setting == setting.name and p.system == "sluice"],
+                    batched,
+                    strict=True,
+                )
+            ],
             "cpu_sluice_vs_raw_batched": slu["cpu_ms_per_1000_objects"]["total"]
             / rows["raw_batched"]["cpu_ms_per_1000_objects"]["total"],
         }
@@ -485,7 +506,7 @@ def render(report: dict[str, Any]) -> str:
         rows = fig["results"][name]
         size = f"unset: adaptive, up to {setting['batch']}" if name == "default" else setting["batch"]
         lines.append(f"{name} (batch_size {size}, concurrency {setting['concurrency']})")
-        for system in SYSTEMS:
+        for system in (system for system in SYSTEMS if system in rows):
             r = rows[system]
             label = LABELS[system].replace("B keys", f"{setting['batch']} keys")
             publish = f"{r['publish_s']:.1f}" if r["publish_s"] is not None else "-"
@@ -502,11 +523,19 @@ def render(report: dict[str, Any]) -> str:
                 "(a batch never spans two pages; an adaptive route starts at 10 a batch)"
             )
         q = rows["ratios"]
+
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
+
         lines.append(
-            f"  ratio Sluice/raw objects/s: {q['sluice_vs_raw']:.2f} vs 1 activity/object, "
-            f"{q['sluice_vs_raw_batched']:.2f} vs batched; after publishing only: "
-            f"{q['sluice_processing_vs_raw']:.2f} / {q['sluice_processing_vs_raw_batched']:.2f}; "
-            f"CPU per object Sluice/raw batched: {q['cpu_sluice_vs_raw_batched']:.2f}"
+            f"  ratio Sluice/raw objects/s: {fmt(q['sluice_vs_raw'])} vs 1 activity/object, "
+            f"{fmt(q['sluice_vs_raw_batched'])} vs batched; after publishing only: "
+            f"{fmt(q['sluice_processing_vs_raw'])} / {fmt(q['sluice_processing_vs_raw_batched'])}; "
+            f"CPU per object Sluice/raw batched: {fmt(q['cpu_sluice_vs_raw_batched'])}"
+        )
+        lines.append(
+            "  Sluice/raw batched per round: "
+            + ", ".join(fmt(r) for r in q["sluice_vs_raw_batched_per_round"])
         )
         cpu = rows["sluice"]["cpu_ms_per_1000_objects"]
         pub = rows["sluice"]["publish_cpu_ms_per_1000_objects"]
@@ -521,7 +550,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append("peak RSS (MiB, VmHWM, reset at the start of each phase):")
     for name in fig["settings"]:
         rows = fig["results"][name]
-        slu, raw = rows["sluice"]["peak_rss_mib"], rows["raw"]["peak_rss_mib"]
+        slu = rows["sluice"]["peak_rss_mib"]
+        raw = rows.get("raw", rows["raw_batched"])["peak_rss_mib"]
         since = (
             " (since process start: reset refused)" if rows["sluice"]["peak_rss_since_process_start"] else ""
         )
@@ -607,6 +637,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="file",
         help="Temporal dev server persistence: SQLite file like `sluice dev`, or in memory (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-per-object",
+        dest="per_object",
+        action="store_false",
+        help="skip raw Temporal with one activity per object (the slowest phase, not in the goal): "
+        "more rounds of the other two in the same time",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     args = parser.parse_args(argv)
     if args.objects < 1 or args.rounds < 1:
@@ -658,6 +695,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "tuned_batch": args.tuned_batch,
             "tuned_concurrency": args.tuned_concurrency,
             "rounds": args.rounds,
+            "per_object": args.per_object,
             "warmup": args.warmup,
             "temporal_db": args.temporal_db,
             "activities_per_run": figures["activities_per_run"],
