@@ -21,6 +21,7 @@ from sluice.durations import parse_duration
 from sluice.errors import NON_RETRYABLE_HANDLER_ERRORS
 from sluice.handlers.context import AsyncRouteContext, BatchState, LogEntry, SyncRouteContext
 from sluice.handlers.registry import resolve_handler
+from sluice.ids import ClusteredIds, derived_id
 from sluice.logcontext import batch_context, level_number, message_context
 from sluice.messages import Message
 from sluice.metrics import MESSAGES_PROCESSED, OBJECTS_WRITTEN, ROUTE_BATCH_SECONDS
@@ -113,6 +114,7 @@ class RouteActivities:
             ),
             page_sizes=task.spill_page_sizes,
             store_emissions=lambda chunk: self.deps.lineage.record(task.execution_id, chunk),
+            message_id=ClusteredIds(task.execution_id).id if task.clustered_ids else derived_id,
         )
         ledger = _ledger(info)
         state.ledger = ledger

@@ -36,8 +36,9 @@ def derived_id(*parts: object) -> str:
 
 
 class ClusteredIds:
-    """Deterministic ids that sort with their anchor (a replay batch, itself a UUIDv7): UUIDv7s
-    whose timestamp is the anchor's and whose other 74 bits hash the anchor and the parts.
+    """Deterministic ids that sort with their anchor (an execution or a replay batch, themselves
+    UUIDv7s): UUIDv7s whose timestamp is the anchor's and whose other 74 bits hash the anchor and
+    the parts.
 
     Lineage is keyed by message id. Random ids (`derived_id`) put every insert on its own page of
     that index, and a transaction then writes as many pages as it has rows: 10,000 replayed

@@ -144,6 +144,9 @@ class RouteTask(BaseModel):
     batch: MessageBatch
     spill_page_sizes: dict[str, int] = Field(default_factory=dict)
     read_executions: list[str] = Field(default_factory=list)
+    # True: the messages the batch sends get ids that sort with the execution (`ClusteredIds`).
+    # Batches scheduled before keep uuid5 ids, so a retry re-derives what its first attempt did.
+    clustered_ids: bool = False
 
     @field_serializer("route")
     def _route_wire_form(self, route: RouteConfig) -> dict[str, Any]:

@@ -274,6 +274,7 @@ class ExecutionWorkflow:
             batch=batch,
             spill_page_sizes={t: scheduler.page_size(t) for t in route.next if t in scheduler.routes},
             read_executions=self._inp.read_executions,
+            clustered_ids=True,
         )
         try:
             result: RouteResult = await workflow.execute_activity(

@@ -64,6 +64,9 @@ class BatchState:
     worker_id: str
     spill_prefix: Callable[[str], str]  # where a target's pages go (deterministic per activity)
     page_sizes: dict[str, int] = field(default_factory=dict)
+    # Ids of the messages the batch sends: `ClusteredIds(execution).id` (sorted with the execution),
+    # or `derived_id` for batches scheduled before (RouteTask.clustered_ids).
+    message_id: Callable[..., str] = derived_id
     # Stores lineage rows while the batch runs (big fan-outs); None keeps them for the end.
     store_emissions: Callable[[list[Emission]], Awaitable[None]] | None = None
     spools: dict[str, OutputSpool] = field(default_factory=dict)
@@ -210,11 +213,11 @@ class RouteContext:
         out_payload = {**(payload or {}), "object_key": key, "stage": st.stage, "path": rel_path}
         if st.next_routes:
             for target in st.next_routes:
-                self._queue(target, out_payload, derived_id(meta.correlation_id, key, target), key)
+                self._queue(target, out_payload, st.message_id(meta.correlation_id, key, target), key)
         else:
             st.emissions.append(
                 Emission(
-                    derived_id(meta.correlation_id, key),
+                    st.message_id(meta.correlation_id, key),
                     meta.correlation_id,
                     st.route,
                     st.route,
@@ -250,7 +253,7 @@ class RouteContext:
         index = self._sends
         self._sends += 1
         for target in targets:
-            cid = derived_id(self.message.metadata.correlation_id, "send", index, target)
+            cid = st.message_id(self.message.metadata.correlation_id, "send", index, target)
             self._queue(target, dict(payload), cid, payload.get("object_key"))
 
     def _queue(self, target: str, payload: dict[str, Any], correlation_id: str, key: str | None) -> None:
