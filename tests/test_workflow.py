@@ -318,8 +318,10 @@ async def test_route_concurrency_and_execution_bound_hold(worker: Running, stand
         total["now"] += 1
         peak[name] = max(peak[name], active[name])
         total["peak"] = max(total["peak"], total["now"])
-        # Hold the slot until as many batches run as the bounds allow (or the tail is all that is left).
-        for _ in range(100):
+        # Hold the slot until as many batches run as the bounds allow, for at most 0.5 s: at the
+        # tail, b's own bound can keep fewer running than are left, and a stand-in that never
+        # heartbeats must not outlast the heartbeat timeout (its batch would run twice).
+        for _ in range(25):
             if total["now"] >= min(4, 16 - total["done"]):
                 break
             await asyncio.sleep(0.02)
@@ -346,7 +348,7 @@ async def test_route_concurrency_and_execution_bound_hold(worker: Running, stand
   - {name: c, handler: noop, batch_size: 1, concurrency: 5}
 """
     )
-    handle = await worker.start(execution(config, max_in_flight=4))
+    handle = await worker.start(execution(config, max_in_flight=4, heartbeat_timeout_seconds=10.0))
     await handle.result()
     assert peak["b"] == 2  # its own bound
     assert total["peak"] == 4  # the execution's bound caps b + c
