@@ -194,7 +194,7 @@ class LocalStorage(ObjectStorage):
     async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
         """Keys in S3 order (lexicographic on the full key), one directory listing in memory per
         level. A listed regular file exists; a symlink is proven only by opening it (it may dangle)."""
-        base_dir = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base_dir = _walk_start(prefix)
         root = self._root
         # Keys are built as strings (a pathlib object per entry cost more than the listing).
         try:
@@ -210,19 +210,32 @@ class LocalStorage(ObjectStorage):
             name, is_dir, is_link = entry
             key = f"{directory}/{name}" if directory else name
             if is_dir:
-                if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                if _leads_to(key, prefix):
                     try:
                         listing = await asyncio.to_thread(_scan_sorted, os.path.join(root, key))
                     except (FileNotFoundError, NotADirectoryError):
                         continue
                     stack.append((key, iter(listing)))
-            elif key.startswith(prefix) and not name.startswith(".tmp-"):  # temp files of Sluice <= 0.1
+            elif _is_listed(key, name, prefix):
                 yield key, not is_link
+
+
+# The walk both listings take: where it starts, which directories it enters, which files it lists.
+def _walk_start(prefix: str) -> str:
+    return prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+
+
+def _leads_to(directory_key: str, prefix: str) -> bool:
+    return (directory_key + "/").startswith(prefix) or prefix.startswith(directory_key + "/")
+
+
+def _is_listed(key: str, name: str, prefix: str) -> bool:
+    return key.startswith(prefix) and not name.startswith(".tmp-")  # temp files of Sluice <= 0.1
 
 
 def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
     """`list_proven`'s walk, unsorted and stopping at the first accepted key."""
-    pending = [prefix.rsplit("/", 1)[0] if "/" in prefix else ""]
+    pending = [_walk_start(prefix)]
     while pending:
         directory = pending.pop()
         try:
@@ -233,9 +246,9 @@ def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
             for entry in listing:
                 key = f"{directory}/{entry.name}" if directory else entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    if (key + "/").startswith(prefix) or prefix.startswith(key + "/"):
+                    if _leads_to(key, prefix):
                         pending.append(key)
-                elif key.startswith(prefix) and not entry.name.startswith(".tmp-") and accept(key):
+                elif _is_listed(key, entry.name, prefix) and accept(key):
                     return True
     return False
 
