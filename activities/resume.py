@@ -165,7 +165,7 @@ class ResumeActivities:
             replay_batch_id=replay["replay_batch_id"],
             stage=replay["from_stage"],
             metadata=replay.get("metadata"),
-            clustered=_clustered_ids(rows, replay["replay_batch_id"]),
+            clustered_ids=_clustered_ids(rows, replay["replay_batch_id"]),
         )
         derive = ReplayMessages(record.id, keys)
         handled = {r.correlation_id for r in rows}

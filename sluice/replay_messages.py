@@ -19,7 +19,7 @@ class ReplayMessages:
     def __init__(self, execution_id: str, replay: ReplayKeys):
         self.execution_id, self.replay = execution_id, replay
         self._prefixes: dict[str, str] = {}  # owner execution -> its stage prefix
-        self._clustered = ClusteredIds(replay.replay_batch_id) if replay.clustered else None
+        self._clustered = ClusteredIds(replay.replay_batch_id) if replay.clustered_ids else None
 
     def correlation_id(self, key: str) -> str:
         if self._clustered is not None:

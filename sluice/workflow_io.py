@@ -81,7 +81,7 @@ class ReplayKeys(BaseModel):
     metadata: dict[str, Any] | None = None
     # True: message ids sort with the replay batch (`sluice.ids.ClusteredIds`); False: uuid5 ids
     # (`derived_id`) of replays started before.
-    clustered: bool = False
+    clustered_ids: bool = False
 
 
 class SpillRef(BaseModel):
@@ -278,7 +278,7 @@ class ReplaySpec(BaseModel):
     # True (with `derived`): the publishing activity announces its full pages as they land, and the
     # route starts on them while the listing goes on (`REPLAY_KEYS_SIGNAL`).
     streamed: bool = False
-    # True: the derived messages' ids sort with the replay batch (`ReplayKeys.clustered`).
+    # True: the derived messages' ids sort with the replay batch (`ReplayKeys.clustered_ids`).
     clustered_ids: bool = False
 
     def derivation(self) -> ReplayKeys:
@@ -286,7 +286,7 @@ class ReplaySpec(BaseModel):
             replay_batch_id=self.replay_batch_id,
             stage=self.from_stage,
             metadata=self.metadata,
-            clustered=self.clustered_ids,
+            clustered_ids=self.clustered_ids,
         )
 
 
