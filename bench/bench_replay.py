@@ -76,13 +76,6 @@ HTTP_TIMEOUT = 900.0  # the replay call returns after publishing every object
 DEFAULT_BATCH = AUTO_MAX_BATCH
 DEFAULT_CONCURRENCY = RouteConfig.model_fields["concurrency"].default
 SYSTEMS = ("sluice", "raw", "raw_batched")
-
-
-def systems_of(args: argparse.Namespace) -> tuple[str, ...]:
-    """`--no-per-object` drops the slowest phase (one raw activity per object, not in the goal)."""
-    return SYSTEMS if args.per_object else tuple(s for s in SYSTEMS if s != "raw")
-
-
 LABELS = {
     "sluice": "Sluice replay -> noop",
     "raw": "raw, 1 activity/object",
@@ -90,6 +83,15 @@ LABELS = {
 }
 CPU_PARTS = ("temporal", "worker", "bench")
 WORKER = {"sluice": "sluice-worker", "raw": "raw-worker", "raw_batched": "raw-worker"}
+
+
+def systems_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """`--no-per-object` drops the slowest phase (one raw activity per object, not in the goal)."""
+    return SYSTEMS if args.per_object else tuple(s for s in SYSTEMS if s != "raw")
+
+
+def ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def pipeline_yaml(objects: int, tuned_batch: int, tuned_concurrency: int) -> str:
@@ -376,9 +378,9 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             for per_object in (True, False) if args.per_object else (False,):
                 await raw_run(stack, raw_job(f"{parent_id}/{STAGE}/item-", 20, setting, per_object, 2000))
     phases: list[Phase] = []
+    systems = systems_of(args)
     for rnd in range(args.rounds):
         for setting in settings:
-            systems = systems_of(args)
             order = systems if rnd % 2 == 0 else systems[::-1]
             for system in order:
                 log(
@@ -398,7 +400,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             s.name: {"route": s.route, "batch": s.batch, "concurrency": s.concurrency} for s in settings
         },
-        "results": summarize(phases, settings, systems_of(args)),
+        "results": summarize(phases, settings, systems),
         "phases": [phase_dict(p) for p in phases],
     }
 
@@ -425,9 +427,13 @@ def summarize(phases: list[Phase], settings: list[Setting], systems: tuple[str, 
     """Per setting and system, pooled over rounds; ratios within the same setting of this run."""
     out: dict[str, Any] = {}
     for setting in settings:
+
+        def of(system: str, setting: Setting = setting) -> list[Phase]:
+            return [p for p in phases if p.setting == setting.name and p.system == system]
+
         rows: dict[str, Any] = {}
         for system in systems:
-            mine = [p for p in phases if p.setting == setting.name and p.system == system]
+            mine = of(system)
             objects = sum(p.objects for p in mine)
             total = sum(p.total_s for p in mine)
             processing = sum(p.processing_s for p in mine)
@@ -460,7 +466,6 @@ def summarize(phases: list[Phase], settings: list[Setting], systems: tuple[str, 
                 "peak_rss_since_process_start": any("reset" in p.peak_rss_kib for p in mine),
             }
         slu, raw = rows["sluice"], rows.get("raw")
-        batched = [p for p in phases if p.setting == setting.name and p.system == "raw_batched"]
         rows["ratios"] = {
             "sluice_vs_raw": slu["objects_per_s"] / raw["objects_per_s"] if raw else None,
             "sluice_vs_raw_batched": slu["objects_per_s"] / rows["raw_batched"]["objects_per_s"],
@@ -472,12 +477,7 @@ def summarize(phases: list[Phase], settings: list[Setting], systems: tuple[str, 
             # Round by round (the n-th Sluice phase against the n-th raw batched one): how far the
             # machine's noise alone moves the ratio within one run.
             "sluice_vs_raw_batched_per_round": [
-                (b.total_s / p.total_s)
-                for p, b in zip(
-                    [p for p in phases if p.setting == setting.name and p.system == "sluice"],
-                    batched,
-                    strict=True,
-                )
+                b.total_s / p.total_s for p, b in zip(of("sluice"), of("raw_batched"), strict=True)
             ],
             "cpu_sluice_vs_raw_batched": slu["cpu_ms_per_1000_objects"]["total"]
             / rows["raw_batched"]["cpu_ms_per_1000_objects"]["total"],
@@ -522,11 +522,7 @@ def render(report: dict[str, Any]) -> str:
                 f"{math.ceil(n / setting['batch'])}: {n / slu['activities']:.0f} objects per batch at most "
                 "(a batch never spans two pages; an adaptive route starts at 10 a batch)"
             )
-        q = rows["ratios"]
-
-        def fmt(value: float | None) -> str:
-            return "-" if value is None else f"{value:.2f}"
-
+        q, fmt = rows["ratios"], ratio_text
         lines.append(
             f"  ratio Sluice/raw objects/s: {fmt(q['sluice_vs_raw'])} vs 1 activity/object, "
             f"{fmt(q['sluice_vs_raw_batched'])} vs batched; after publishing only: "
