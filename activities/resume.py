@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic_core import from_json
-from sqlmodel import col, select
+from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -28,6 +28,7 @@ from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id, parse_uuid
 from sluice.messages import Message, MessageMetadata
 from sluice.replay_messages import ReplayMessages
+from sluice.services.lineage import lineage_rows
 from sluice.spill import read_pages, replay_keys_prefix, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.storage.keys import sidecar_key
@@ -65,15 +66,7 @@ class ResumeActivities:
         source, new = task.spec.source_execution_id, task.execution_id
         async with self.deps.sessions() as session:
             record = await session.get(ExecutionRecord, source)
-            rows = list(
-                (
-                    await session.exec(
-                        select(LineageRecord)
-                        .where(LineageRecord.execution_id == source)
-                        .order_by(col(LineageRecord.created_at), col(LineageRecord.correlation_id))
-                    )
-                ).all()
-            )
+            rows = await lineage_rows(session, source)
             collect_done = set(
                 (
                     await session.exec(

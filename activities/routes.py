@@ -152,7 +152,7 @@ class RouteActivities:
                 state.emissions,
                 route=route.name,
                 processed=messages,
-                unrecorded=task.batch.spill is not None and task.batch.spill.replay is not None,
+                replay=task.batch.spill.replay if task.batch.spill is not None else None,
             )
             return RouteResult(
                 processed=state.processed,

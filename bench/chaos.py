@@ -36,14 +36,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-from sqlalchemy import func  # noqa: E402
 from sqlmodel import select  # noqa: E402
 from temporalio.api.enums.v1 import EventType, PendingActivityState  # noqa: E402
 from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
 
 from sluice.db.engine import create_engine, session_factory  # noqa: E402
 from sluice.db.migrate import upgrade_database  # noqa: E402
-from sluice.db.models import ExecutionRecord, LineageRecord  # noqa: E402
+from sluice.db.models import ExecutionRecord  # noqa: E402
 from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,
     child_env,
@@ -52,6 +51,7 @@ from sluice.runtime.devstack import (  # noqa: E402
     terminate,
     wait_for_temporal,
 )
+from sluice.services.lineage import lineage_rows  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
 from sluice.workflow_io import PUBLISH_REPLAY_KEYS, RUN_ROUTE  # noqa: E402
 
@@ -193,15 +193,12 @@ class ChaosStack:
         return len(list((self.storage() / execution_id / stage).rglob("*.meta.json")))
 
     async def lineage_rows(self, execution_id: str) -> int:
+        """Its lineage rows as readers see them: a replay's handled batches expanded into the rows
+        of the messages they handled (a batch recorded twice would count twice)."""
         engine = create_engine(self.settings)
         try:
             async with session_factory(engine)() as session:
-                query = (
-                    select(func.count())
-                    .select_from(LineageRecord)
-                    .where(LineageRecord.execution_id == execution_id)
-                )
-                return int((await session.exec(query)).one())
+                return len(await lineage_rows(session, execution_id))
         finally:
             await engine.dispose()
 

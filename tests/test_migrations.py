@@ -28,13 +28,14 @@ TABLES = {
     "backfills",
     "backfill_runs",
     "node_profiles",
+    "replay_lineage",
 }
 
 
 async def check(engine) -> None:  # type: ignore[no-untyped-def]
     await upgrade(engine)
     await upgrade(engine)  # idempotent: a second start applies nothing
-    assert await current_revision(engine) == "0008"
+    assert await current_revision(engine) == "0009"
     async with engine.connect() as conn:
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         diff = await conn.run_sync(

@@ -15,9 +15,10 @@ from temporalio.api.enums.v1 import EventType
 
 from sluice.activities import replay as replay_activities
 from sluice.db.engine import create_engine, session_factory
-from sluice.db.models import LineageRecord
+from sluice.db.models import LineageRecord, ReplayLineageRecord
 from sluice.ids import ClusteredIds
 from sluice.services import replays
+from sluice.services.lineage import lineage_rows
 from sluice.workflow_io import (
     LIST_REPLAY_KEYS,
     PUBLISH_REPLAY_CHUNK,
@@ -330,13 +331,27 @@ async def test_a_replay_route_derives_its_messages_from_the_published_keys(stack
     engine = create_engine(stack.settings)
     try:
         async with session_factory(engine)() as session:
-            rows = (
+            stored = (
                 await session.exec(select(LineageRecord).where(LineageRecord.execution_id == done["id"]))
             ).all()
+            batches = (
+                await session.exec(
+                    select(ReplayLineageRecord).where(ReplayLineageRecord.execution_id == done["id"])
+                )
+            ).all()
+            rows = await lineage_rows(session, done["id"])
     finally:
         await engine.dispose()
+    # Stored: a row per output and one per handled batch, none per replayed message; read back,
+    # the batches' rows are the 12 handled messages the graph showed.
+    assert [r for r in stored if r.source_route is None] == []
+    assert len(stored) == 12 and all(r.source_route == "copy" for r in stored)
+    assert sorted(k for b in batches for k in b.object_keys) == sorted(n["object_key"] for n in published)
     messages = [r for r in rows if r.source_route is None]
     assert len(messages) == 12 and all(r.processed_at is not None for r in messages)
+    assert {r.correlation_id for r in messages} == {n["id"] for n in published}
+    outputs = {r.parent_correlation_id for r in rows if r.source_route == "copy"}
+    assert outputs == {r.correlation_id for r in messages}
     assert all(
         r.payload == {"object_key": r.object_key, "stage": "raw", "path": r.object_key.rsplit("/", 1)[1]}
         for r in messages
@@ -529,6 +544,15 @@ async def test_lineage_answers_which_input_produced_an_output(stack: Stack) -> N
         None,
     )
     assert len(chain["edges"]) == len(chain["nodes"]) - 1
+    # Between the two: the replayed message that carried the parent's object into the child.
+    carried = chain["nodes"][1]
+    assert (carried["execution_id"], carried["route"], carried["source_route"]) == (child["id"], "copy", None)
+    assert carried["object_key"] == keys[-2] and carried["replay_batch_id"]
+    # Asked for that object in the child, the walk starts at the message that carried it.
+    from_input = (
+        await stack.http.get(f"/api/v1/executions/{child['id']}/lineage", params={"object_key": keys[-2]})
+    ).json()
+    assert from_input["nodes"] == chain["nodes"][1:] and from_input["edges"] == chain["edges"][1:]
     assert (await stack.http.get(f"/api/v1/executions/{uuid.uuid4()}/lineage")).status_code == 404
 
 

@@ -171,6 +171,24 @@ class LineageRecord(SQLModel, table=True):
     )
 
 
+class ReplayLineageRecord(SQLModel, table=True):
+    """The replayed objects one batch of a replay handled, in one row instead of one per object.
+
+    A replay's messages derive from its batch and keys (`ReplayMessages`), so the row keeps only
+    the keys; readers expand it into the message rows it stands for (`services.lineage`)."""
+
+    __tablename__ = "replay_lineage"
+
+    id: str = Field(primary_key=True, max_length=36, description="The first handled message's correlation id")
+    execution_id: str = Field(max_length=36, index=True)
+    replay_batch_id: str = Field(max_length=36)
+    route: str = Field(max_length=128)
+    stage: str = Field(max_length=255)
+    clustered_ids: bool = Field(description="Message ids are ClusteredIds (else uuid5 derived ids)")
+    object_keys: list[str] = Field(sa_type=sa.JSON)
+    handled_at: datetime = _ts(default_factory=utcnow)
+
+
 class BackfillRecord(SQLModel, table=True):
     """A backfill: one run per date of a range, started in date order by a BackfillWorkflow."""
 

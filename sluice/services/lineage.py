@@ -1,13 +1,17 @@
 """Lineage: every message and stored object with the message it came from.
 
 Written by route batches and replay publishing (`LineageWriter`), read as an execution's message
-graph or one object's ancestry across replays (`LineageService`).
+graph or one object's ancestry across replays (`LineageService`). A replay's handled messages are
+stored one row per batch (`ReplayLineageRecord`): every reader sees them through `replayed_rows`,
+as the message rows they stand for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,10 +25,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.clock import utcnow
 from sluice.db.engine import SyncTransactions
-from sluice.db.models import ExecutionRecord, LineageRecord, PipelineConfigRecord
+from sluice.db.models import ExecutionRecord, LineageRecord, PipelineConfigRecord, ReplayLineageRecord
 from sluice.db.upsert import execute_many, upsert_statement
 from sluice.messages import Message
 from sluice.pipeline_config import PipelineConfig
+from sluice.replay_messages import ReplayMessages
+from sluice.workflow_io import ReplayKeys
 
 MAX_ANCESTRY = 1000
 WRITE_CHUNK = 500
@@ -59,7 +65,7 @@ class LineageBatch:
     emissions: Sequence[Emission]
     route: str | None = None
     processed: Sequence[Message] = ()
-    unrecorded: bool = False  # its messages have no row yet (a replay's derived messages)
+    replay: ReplayKeys | None = None  # `processed` are this replay's derived messages
 
 
 class LineageWriter:
@@ -83,14 +89,14 @@ class LineageWriter:
         *,
         route: str | None = None,
         processed: Sequence[Message] = (),
-        unrecorded: bool = False,
+        replay: ReplayKeys | None = None,
     ) -> None:
-        """`unrecorded`: the handled messages were never stored (a replay's derived messages), so
-        their rows are inserted handled without first looking for them."""
+        """`replay`: the handled messages derive from this replay's keys; they were never stored,
+        and one row records them all."""
         if not emissions and not processed:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((LineageBatch(execution_id, emissions, route, processed, unrecorded), done))
+        self._queue.append((LineageBatch(execution_id, emissions, route, processed, replay), done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name="sluice-lineage-writer")
         await asyncio.shield(done)  # a cancelled caller's rows are still written (or not) whole
@@ -124,15 +130,86 @@ def write_lineage(session: Session, batches: Sequence[LineageBatch]) -> None:
     if emissions:
         # An emission already stored (a retried batch) is left as it is.
         _insert_rows(conn, [_emission_row(execution_id, e) for execution_id, e in emissions.values()], now)
-    stored = [(batch, m) for batch in batches if not batch.unrecorded for m in batch.processed]
-    unrecorded = [(batch, m) for batch in batches if batch.unrecorded for m in batch.processed]
+    replayed = [_replay_row(batch, now) for batch in batches if batch.replay is not None and batch.processed]
+    if replayed:
+        # A retried batch handles the same keys and finds its row: the first message's id.
+        execute_many(conn, upsert_statement(conn.dialect.name, ReplayLineageRecord.__table__), replayed)  # type: ignore[arg-type]
+    stored = [(batch, m) for batch in batches if batch.replay is None for m in batch.processed]
     if stored and _mark(conn, [m for _, m in stored], now) < len(stored):
         # Some handled message had no row yet (an execution's first message): insert them marked;
         # on a known id only processed_at changes.
-        unrecorded = stored + unrecorded
-    if unrecorded:
-        handled = {m.metadata.correlation_id: (batch, m) for batch, m in unrecorded}
+        handled = {m.metadata.correlation_id: (batch, m) for batch, m in stored}
         _insert_rows(conn, [_handled_row(batch, m) for batch, m in handled.values()], now, handled=True)
+
+
+def _replay_row(batch: LineageBatch, now: datetime) -> dict[str, Any]:
+    replay = batch.replay
+    assert replay is not None and batch.route is not None
+    return {
+        "id": batch.processed[0].metadata.correlation_id,
+        "execution_id": batch.execution_id,
+        "replay_batch_id": replay.replay_batch_id,
+        "route": batch.route,
+        "stage": replay.stage,
+        "clustered_ids": replay.clustered_ids,
+        "object_keys": [m.object_key for m in batch.processed],
+        "handled_at": now,
+    }
+
+
+def _order(row: LineageRecord) -> tuple[datetime, str]:
+    return row.created_at, row.correlation_id
+
+
+def expand_replayed(record: ReplayLineageRecord) -> list[LineageRecord]:
+    """The message rows one replay batch's row stands for, as they were stored one per object
+    before: ids and payloads derive exactly as the batch derived its messages."""
+    keys = ReplayKeys(
+        replay_batch_id=record.replay_batch_id, stage=record.stage, clustered_ids=record.clustered_ids
+    )
+    derive = ReplayMessages(record.execution_id, keys)
+    rows = []
+    for key in record.object_keys:
+        message = derive.message(key)
+        rows.append(
+            LineageRecord(
+                correlation_id=message["metadata"]["correlation_id"],
+                execution_id=record.execution_id,
+                route=record.route,
+                stage=record.stage[:255],
+                object_key=key,
+                replay_batch_id=record.replay_batch_id,
+                payload=message["payload"],
+                created_at=record.handled_at,
+                processed_at=record.handled_at,
+            )
+        )
+    return rows
+
+
+async def replayed_rows(session: AsyncSession, execution_id: str) -> list[LineageRecord]:
+    """The rows of the replayed messages an execution's batches handled, in lineage order
+    (created_at, correlation_id)."""
+    records = (
+        await session.exec(
+            select(ReplayLineageRecord).where(ReplayLineageRecord.execution_id == execution_id)
+        )
+    ).all()
+    return sorted((row for record in records for row in expand_replayed(record)), key=_order)
+
+
+async def lineage_rows(
+    session: AsyncSession, execution_id: str, *, limit: int | None = None
+) -> list[LineageRecord]:
+    """Every lineage row of an execution (the replayed messages' included), in lineage order."""
+    query = (
+        select(LineageRecord)
+        .where(LineageRecord.execution_id == execution_id)
+        .order_by(col(LineageRecord.created_at), col(LineageRecord.correlation_id))
+    )
+    stored = list((await session.exec(query if limit is None else query.limit(limit))).all())
+    merged = heapq.merge(stored, await replayed_rows(session, execution_id), key=_order)
+    return list(merged if limit is None else itertools.islice(merged, limit))
 
 
 def _emission_row(execution_id: str, e: Emission) -> tuple[Any, ...]:
@@ -336,16 +413,7 @@ class LineageService:
 
     async def execution_graph(self, execution_id: str, *, limit: int) -> LineageGraph:
         async with self.sessions() as session:
-            rows = list(
-                (
-                    await session.exec(
-                        select(LineageRecord)
-                        .where(LineageRecord.execution_id == execution_id)
-                        .order_by(col(LineageRecord.created_at), col(LineageRecord.correlation_id))
-                        .limit(limit + 1)
-                    )
-                ).all()
-            )
+            rows = await lineage_rows(session, execution_id, limit=limit + 1)
         graph = LineageGraph(nodes=rows[:limit], truncated=len(rows) > limit)
         ids = {r.correlation_id for r in graph.nodes}
         graph.edges = [
@@ -358,21 +426,35 @@ class LineageService:
         execution's first input; across a replay, continue in the execution that wrote the object."""
         graph = LineageGraph()
         seen: set[str] = set()
+        replayed: dict[str, list[LineageRecord]] = {}
+
+        async def replayed_of(execution: str) -> list[LineageRecord]:
+            if execution not in replayed:
+                replayed[execution] = await replayed_rows(session, execution)
+            return replayed[execution]
+
         async with self.sessions() as session:
-            start = (
+            current = (
                 await session.exec(
                     select(LineageRecord)
                     .where(LineageRecord.execution_id == execution_id, LineageRecord.object_key == object_key)
                     .limit(1)
                 )
             ).first()
-            current = start
+            if current is None:  # a replayed object: the message that carried it into this execution
+                current = next(
+                    (r for r in await replayed_of(execution_id) if r.object_key == object_key), None
+                )
             while current is not None and current.correlation_id not in seen and len(seen) < MAX_ANCESTRY:
                 seen.add(current.correlation_id)
                 graph.nodes.append(current)
                 parent: LineageRecord | None = None
                 if current.parent_correlation_id:
-                    parent = await session.get(LineageRecord, current.parent_correlation_id)
+                    parent_id = current.parent_correlation_id
+                    parent = await session.get(LineageRecord, parent_id)
+                    if parent is None:  # an output of a replayed message
+                        rows = await replayed_of(current.execution_id)
+                        parent = next((r for r in rows if r.correlation_id == parent_id), None)
                 elif current.replay_batch_id and current.object_key:
                     # A replayed message: the object was written in another execution.
                     owner = current.object_key.split("/", 1)[0]

@@ -27,6 +27,7 @@ from sluice.db.models import (
     LineageRecord,
     NodeProfileRecord,
     PipelineConfigRecord,
+    ReplayLineageRecord,
     RouteRunRecord,
 )
 from sluice.pipeline_config import PipelineConfig
@@ -189,6 +190,7 @@ class SystemService:
             for model, column in (
                 (ExecutionLogRecord, ExecutionLogRecord.execution_id),
                 (LineageRecord, LineageRecord.execution_id),
+                (ReplayLineageRecord, ReplayLineageRecord.execution_id),
                 (RouteRunRecord, RouteRunRecord.execution_id),
                 (NodeProfileRecord, NodeProfileRecord.execution_id),
                 (BackfillRunRecord, BackfillRunRecord.execution_id),
