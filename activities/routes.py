@@ -25,7 +25,7 @@ from sluice.ids import ClusteredIds, derived_id
 from sluice.logcontext import batch_context, level_number, message_context
 from sluice.messages import Message
 from sluice.metrics import MESSAGES_PROCESSED, OBJECTS_WRITTEN, ROUTE_BATCH_SECONDS
-from sluice.spill import load_batch, spill_prefix, write_spill
+from sluice.spill import KeyPages, load_batch, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.workflow_io import (
     RUN_ROUTE,
@@ -72,6 +72,7 @@ def _sink(state: BatchState) -> Callable[[logging.LogRecord, str | None], None]:
 class RouteActivities:
     def __init__(self, deps: ActivityDeps):
         self.deps = deps
+        self.key_pages = KeyPages()
 
     @activity.defn(name=RUN_ROUTE)
     async def run_route(self, task: RouteTask) -> RouteResult:
@@ -125,7 +126,7 @@ class RouteActivities:
         try:
             handler = resolve_handler(route.handler)
             try:
-                messages = await load_batch(self.deps.storage, task.batch, task.execution_id)
+                messages = await load_batch(self.deps.storage, task.batch, task.execution_id, self.key_pages)
             except ObjectNotFoundError as exc:
                 raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
             state.inputs.update(m.object_key for m in messages if m.object_key)

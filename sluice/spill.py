@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
@@ -23,6 +23,7 @@ from sluice.workflow_io import MessageBatch, RoutedOutput, SpillRef
 
 PAGES_AHEAD = 3  # page writes in flight while the next page fills
 READ_AHEAD = 16  # page reads in flight when reading pages in order
+KEY_PAGES_KEPT = 16  # pages of replay keys a worker keeps read (`KeyPages`)
 _MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys"))  # as Message
 # Derived messages are Python dicts: the string cache only costs there.
 _DERIVED = TypeAdapter(list[Message])
@@ -184,15 +185,49 @@ class OutputSpool:
         )
 
 
-async def load_batch(storage: ObjectStorage, batch: MessageBatch, execution_id: str) -> list[Message]:
+class KeyPages:
+    """The pages of replay keys a worker read last, each read and split once.
+
+    A replay's batches slice its pages (ten batches of 100 share a page of 1,000 keys), and a page
+    of keys never changes once a batch can read it: publishing writes a page before announcing
+    it, and a retried publishing keeps the full pages it finds. Message pages are not kept (a
+    retried batch rewrites its own)."""
+
+    def __init__(self, kept: int = KEY_PAGES_KEPT):
+        self.kept = kept
+        self._pages: OrderedDict[str, asyncio.Future[list[bytes]]] = OrderedDict()
+
+    async def read(self, storage: ObjectStorage, prefix: str, page: int) -> list[bytes]:
+        key = page_key(prefix, page)
+        reading = self._pages.get(key)
+        if reading is None:
+            reading = self._pages[key] = asyncio.ensure_future(read_page(storage, prefix, page))
+            while len(self._pages) > self.kept:
+                self._pages.popitem(last=False)
+        else:
+            self._pages.move_to_end(key)
+        try:
+            return await asyncio.shield(reading)  # one batch cancelled does not cancel the others' read
+        except BaseException:
+            if reading.done() and self._pages.get(key) is reading:
+                del self._pages[key]  # a failed read is tried again by the next batch
+            raise
+
+
+async def load_batch(
+    storage: ObjectStorage, batch: MessageBatch, execution_id: str, key_pages: KeyPages | None = None
+) -> list[Message]:
     if batch.messages is not None:
         return batch.messages
     assert batch.spill is not None
-    lines = (await read_page(storage, batch.spill.prefix, batch.page))[
-        batch.start : batch.start + batch.count
-    ]
-    if batch.spill.replay is not None:  # a replay's keys: derive their messages
-        derive = ReplayMessages(execution_id, batch.spill.replay)
+    replay = batch.spill.replay
+    if replay is not None and key_pages is not None:
+        page = await key_pages.read(storage, batch.spill.prefix, batch.page)
+    else:
+        page = await read_page(storage, batch.spill.prefix, batch.page)
+    lines = page[batch.start : batch.start + batch.count]
+    if replay is not None:  # a replay's keys: derive their messages
+        derive = ReplayMessages(execution_id, replay)
         return _DERIVED.validate_python([derive.message(from_json(line)) for line in lines])
     # One validation call for the batch: per-line calls cost more than the messages themselves.
     return _MESSAGES.validate_json(b"[" + b",".join(lines) + b"]")

@@ -17,14 +17,14 @@ from botocore.exceptions import ClientError
 
 from sluice.messages import Message, MessageMetadata
 from sluice.settings import Settings
-from sluice.spill import load_batch, read_page, spill_prefix, write_spill
+from sluice.spill import KeyPages, load_batch, page_key, read_page, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
 from sluice.storage.factory import open_storage
 from sluice.storage.keys import is_sidecar, sidecar_key
 from sluice.storage.local import LocalStorage
 from sluice.storage.s3 import S3Storage
 from sluice.storage.stage import read_meta, write_stage_object
-from sluice.workflow_io import MessageBatch
+from sluice.workflow_io import MessageBatch, ReplayKeys
 from tests.storage_servers import S3Server, moto_s3, seaweed_s3  # noqa: F401
 
 SERVER_FIXTURES = {"moto": "moto_s3", "seaweedfs": "seaweed_s3"}
@@ -401,6 +401,49 @@ async def test_spilled_messages_read_back_exactly(tmp_path: Path) -> None:
     got = await load_batch(storage, MessageBatch(spill=ref, page=1, start=1, count=2), "e1")
     assert got == messages[4:6]
     assert await load_batch(storage, MessageBatch(spill=ref, page=2, start=0, count=3), "e1") == messages[6:]
+
+
+class CountingStorage(LocalStorage):
+    """Local storage that counts reads (the cache under test must save them)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets: list[str] = []
+
+    async def get(self, key: str) -> bytes:
+        self.gets.append(key)
+        return await super().get(key)
+
+
+async def test_a_replays_batches_read_each_page_of_keys_once(tmp_path: Path) -> None:
+    """Ten batches slicing one page of keys read it once, concurrently or not, and derive exactly
+    what reading it each time would; a page that could not be read is read again next time."""
+    storage = CountingStorage(tmp_path)
+    keys = [f"src/raw/item-{i:04d}.txt" for i in range(40)]
+    replay = ReplayKeys(replay_batch_id=str(uuid.uuid4()), stage="raw", clustered_ids=True)
+    ref = (await write_spill(storage, spill_prefix("e", "keys"), keys, page_size=20)).model_copy(
+        update={"replay": replay}
+    )
+    pages = KeyPages(kept=1)
+    batches = [MessageBatch(spill=ref, page=i // 10, start=(i % 10) * 2, count=2) for i in range(20)]
+    together = await asyncio.gather(*(load_batch(storage, b, "e1", pages) for b in batches[:10]))
+    one_by_one = [await load_batch(storage, b, "e1", pages) for b in batches[10:]]
+    assert storage.gets == [page_key(ref.prefix, 0), page_key(ref.prefix, 1)]
+    uncached = [await load_batch(storage, b, "e1") for b in batches]
+    assert together + one_by_one == uncached
+    assert [m.object_key for batch in uncached for m in batch] == keys
+
+    # Kept: one page. Page 0 was dropped for page 1, so it is read again.
+    read = len(storage.gets)
+    await load_batch(storage, batches[0], "e1", pages)
+    await load_batch(storage, batches[1], "e1", pages)
+    assert storage.gets[read:] == [page_key(ref.prefix, 0)]
+    missing = MessageBatch(spill=ref, page=5, start=0, count=1)
+    with pytest.raises(ObjectNotFoundError):
+        await load_batch(storage, missing, "e1", pages)
+    await storage.put(page_key(ref.prefix, 5), b'"src/raw/late.txt"\n')
+    [late] = await load_batch(storage, missing, "e1", pages)
+    assert late.object_key == "src/raw/late.txt"
 
 
 async def test_spill_pages_are_reported_once_written_and_full_and_can_continue(tmp_path: Path) -> None:
