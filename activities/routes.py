@@ -129,7 +129,7 @@ class RouteActivities:
                 messages = await load_batch(self.deps.storage, task.batch, task.execution_id, self.key_pages)
             except ObjectNotFoundError as exc:
                 raise ApplicationError(f"message page missing: {exc}", type="SpillMissing") from None
-            state.inputs.update(m.object_key for m in messages if m.object_key)
+            state.inputs.update(key for m in messages if (key := m.object_key))
             limit = parse_duration(route.timeout).total_seconds()
             threshold = level_number(self.deps.settings.handler_log_level)
             handling = time.perf_counter()
@@ -141,7 +141,8 @@ class RouteActivities:
                             with message_context(message.metadata.correlation_id):
                                 await self._invoke(handler, is_async, message, state)
                             state.processed += 1
-                            await state.flush_due()
+                            if state.needs_flush:  # checked here: most messages leave nothing due
+                                await state.flush_due()
             except TimeoutError:
                 raise RouteTimeout(
                     f"the batch took longer than the route's timeout ({route.timeout})"

@@ -96,9 +96,9 @@ class BatchState:
     @property
     def needs_flush(self) -> bool:
         """A full page or a chunk of lineage rows is ready to be written."""
-        return any(s.due for s in self.spools.values()) or (
-            self.store_emissions is not None and len(self.emissions) >= EMISSION_CHUNK
-        )
+        if self.store_emissions is not None and len(self.emissions) >= EMISSION_CHUNK:
+            return True
+        return any(s.due for s in self.spools.values()) if self.spools else False
 
     async def flush_due(self) -> None:
         """Write what is ready so memory stays flat however much the handler emits: full
