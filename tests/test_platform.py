@@ -202,6 +202,29 @@ async def test_purge_deletes_exactly_what_it_reports(stack: Stack) -> None:
     assert (await stack.http.post("/api/system/purge", json={"days": 0})).status_code == 422
     assert (await stack.http.post("/api/system/purge", json={"days": 30, "extra": 1})).status_code == 422
 
+    # Once the replay is old too, it goes with its lineage, its batches' rows included, and
+    # its parent is no longer kept for it.
+    engine = create_engine(stack.settings)
+    try:
+
+        async def rows(table: str) -> int:
+            async with engine.connect() as conn:
+                query = text(f"SELECT count(*) FROM {table} WHERE execution_id = :i")
+                return int((await conn.execute(query, {"i": child_id})).scalar() or 0)
+
+        assert await rows("replay_lineage") > 0 and await rows("message_lineage") > 0
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE executions SET created_at = :t WHERE id = :i"), {"t": ago(40), "i": child_id}
+            )
+        body = (await stack.http.post("/api/system/purge", json={"days": 30})).json()
+        # the parent, the replay, and the run read back as interrupted above (created 60 days ago)
+        assert body["deleted"] == 3 and body["kept_ids"] == []
+        assert (await stack.http.get(f"/api/v1/executions/{child_id}")).status_code == 404
+        assert await rows("replay_lineage") == 0 and await rows("message_lineage") == 0
+    finally:
+        await engine.dispose()
+
 
 async def test_sluice_purge_cli(stack: Stack) -> None:
     from sluice.runtime.devstack import child_env
