@@ -28,7 +28,7 @@ from sluice.db.upsert import insert_ignore
 from sluice.ids import derived_id, parse_uuid
 from sluice.messages import Message, MessageMetadata
 from sluice.replay_messages import ReplayMessages
-from sluice.services.lineage import lineage_rows
+from sluice.services.lineage import lineage_rows, replayed_row
 from sluice.spill import read_pages, replay_keys_prefix, spill_prefix, write_spill
 from sluice.storage.base import ObjectNotFoundError
 from sluice.storage.keys import sidecar_key
@@ -172,18 +172,7 @@ class ResumeActivities:
                 message = derive.message(key)
                 if message["metadata"]["correlation_id"] in handled:
                     continue
-                unhandled.append(
-                    LineageRecord(
-                        correlation_id=message["metadata"]["correlation_id"],
-                        execution_id=record.id,
-                        route=replay["to_route"],
-                        stage=keys.stage,
-                        object_key=key,
-                        replay_batch_id=keys.replay_batch_id,
-                        created_at=record.created_at,
-                        payload=message["payload"],
-                    )
-                )
+                unhandled.append(replayed_row(message, replay["to_route"], record.created_at, handled=False))
         if not pages and _replay_rows(rows, keys.replay_batch_id) < replay["objects_published"]:
             # Derived messages were never all handled, and the keys they derive from are gone.
             raise ApplicationError(

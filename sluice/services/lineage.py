@@ -168,23 +168,28 @@ def expand_replayed(record: ReplayLineageRecord) -> list[LineageRecord]:
         replay_batch_id=record.replay_batch_id, stage=record.stage, clustered_ids=record.clustered_ids
     )
     derive = ReplayMessages(record.execution_id, keys)
-    rows = []
-    for key in record.object_keys:
-        message = derive.message(key)
-        rows.append(
-            LineageRecord(
-                correlation_id=message["metadata"]["correlation_id"],
-                execution_id=record.execution_id,
-                route=record.route,
-                stage=record.stage[:255],
-                object_key=key,
-                replay_batch_id=record.replay_batch_id,
-                payload=message["payload"],
-                created_at=record.handled_at,
-                processed_at=record.handled_at,
-            )
-        )
-    return rows
+    return [
+        replayed_row(derive.message(key), record.route, record.handled_at, handled=True)
+        for key in record.object_keys
+    ]
+
+
+def replayed_row(
+    message: dict[str, Any], route: str, created_at: datetime, *, handled: bool
+) -> LineageRecord:
+    """The lineage row of a replay's derived message (`ReplayMessages.message`) sent to `route`."""
+    metadata, payload = message["metadata"], message["payload"]
+    return LineageRecord(
+        correlation_id=metadata["correlation_id"],
+        execution_id=metadata["execution_id"],
+        route=route,
+        stage=payload["stage"][:255],
+        object_key=payload["object_key"],
+        replay_batch_id=metadata["replay_batch_id"],
+        payload=payload,
+        created_at=created_at,
+        processed_at=created_at if handled else None,
+    )
 
 
 async def replayed_rows(session: AsyncSession, execution_id: str) -> list[LineageRecord]:
