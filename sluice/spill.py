@@ -188,7 +188,8 @@ class OutputSpool:
 class KeyPages:
     """The pages of replay keys a worker read last, each read and split once.
 
-    A replay's batches slice its pages (ten batches of 100 share a page of 1,000 keys), and a page
+    A replay's batches slice its pages (a route's adaptive batches of 10 to 500 share pages of 500
+    keys; a fixed batch_size below 100 shares pages of about 100), and a page
     of keys never changes once a batch can read it: publishing writes a page before announcing
     it, and a retried publishing keeps the full pages it finds. Message pages are not kept (a
     retried batch rewrites its own)."""

@@ -2,8 +2,8 @@
 
 Written by route batches and replay publishing (`LineageWriter`), read as an execution's message
 graph or one object's ancestry across replays (`LineageService`). A replay's handled messages are
-stored one row per batch (`ReplayLineageRecord`): every reader sees them through `replayed_rows`,
-as the message rows they stand for.
+stored one row per batch (`ReplayLineageRecord`): readers see them through `lineage_rows` (or
+`find_replayed`), as the message rows they stand for.
 """
 
 from __future__ import annotations
@@ -164,14 +164,20 @@ def _order(row: LineageRecord) -> tuple[datetime, str]:
 def expand_replayed(record: ReplayLineageRecord) -> list[LineageRecord]:
     """The message rows one replay batch's row stands for, as they were stored one per object
     before: ids and payloads derive exactly as the batch derived its messages."""
-    keys = ReplayKeys(
-        replay_batch_id=record.replay_batch_id, stage=record.stage, clustered_ids=record.clustered_ids
-    )
-    derive = ReplayMessages(record.execution_id, keys)
+    derive = _derivation(record)
     return [
         replayed_row(derive.message(key), record.route, record.handled_at, handled=True)
         for key in record.object_keys
     ]
+
+
+def _derivation(record: ReplayLineageRecord) -> ReplayMessages:
+    return ReplayMessages(
+        record.execution_id,
+        ReplayKeys(
+            replay_batch_id=record.replay_batch_id, stage=record.stage, clustered_ids=record.clustered_ids
+        ),
+    )
 
 
 def replayed_row(
@@ -195,12 +201,37 @@ def replayed_row(
 async def replayed_rows(session: AsyncSession, execution_id: str) -> list[LineageRecord]:
     """The rows of the replayed messages an execution's batches handled, in lineage order
     (created_at, correlation_id)."""
-    records = (
-        await session.exec(
-            select(ReplayLineageRecord).where(ReplayLineageRecord.execution_id == execution_id)
-        )
-    ).all()
+    records = await _replay_batches(session, execution_id)
     return sorted((row for record in records for row in expand_replayed(record)), key=_order)
+
+
+async def _replay_batches(session: AsyncSession, execution_id: str) -> Sequence[ReplayLineageRecord]:
+    query = (
+        select(ReplayLineageRecord)
+        .where(ReplayLineageRecord.execution_id == execution_id)
+        .order_by(col(ReplayLineageRecord.handled_at), col(ReplayLineageRecord.id))
+    )
+    return (await session.exec(query)).all()
+
+
+async def find_replayed(
+    session: AsyncSession,
+    execution_id: str,
+    *,
+    object_key: str | None = None,
+    correlation_id: str | None = None,
+) -> LineageRecord | None:
+    """The row of one replayed message an execution handled, by its key or its id; only that
+    row is built (a replay of 100,000 objects is not expanded to find one)."""
+    for record in await _replay_batches(session, execution_id):
+        derive = _derivation(record)
+        for key in record.object_keys:
+            if object_key is not None and key != object_key:
+                continue
+            if correlation_id is not None and derive.correlation_id(key) != correlation_id:
+                continue
+            return replayed_row(derive.message(key), record.route, record.handled_at, handled=True)
+    return None
 
 
 async def lineage_rows(
@@ -431,13 +462,6 @@ class LineageService:
         execution's first input; across a replay, continue in the execution that wrote the object."""
         graph = LineageGraph()
         seen: set[str] = set()
-        replayed: dict[str, list[LineageRecord]] = {}
-
-        async def replayed_of(execution: str) -> list[LineageRecord]:
-            if execution not in replayed:
-                replayed[execution] = await replayed_rows(session, execution)
-            return replayed[execution]
-
         async with self.sessions() as session:
             current = (
                 await session.exec(
@@ -447,9 +471,7 @@ class LineageService:
                 )
             ).first()
             if current is None:  # a replayed object: the message that carried it into this execution
-                current = next(
-                    (r for r in await replayed_of(execution_id) if r.object_key == object_key), None
-                )
+                current = await find_replayed(session, execution_id, object_key=object_key)
             while current is not None and current.correlation_id not in seen and len(seen) < MAX_ANCESTRY:
                 seen.add(current.correlation_id)
                 graph.nodes.append(current)
@@ -458,8 +480,7 @@ class LineageService:
                     parent_id = current.parent_correlation_id
                     parent = await session.get(LineageRecord, parent_id)
                     if parent is None:  # an output of a replayed message
-                        rows = await replayed_of(current.execution_id)
-                        parent = next((r for r in rows if r.correlation_id == parent_id), None)
+                        parent = await find_replayed(session, current.execution_id, correlation_id=parent_id)
                 elif current.replay_batch_id and current.object_key:
                     # A replayed message: the object was written in another execution.
                     owner = current.object_key.split("/", 1)[0]
