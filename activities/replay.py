@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic_core import from_json
 from temporalio import activity
@@ -21,7 +21,7 @@ from sluice.db.events import REPLAY_PUBLISHED, lifecycle_row
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord
 from sluice.metrics import REPLAY_OBJECTS_PUBLISHED
 from sluice.replay_messages import ReplayMessages
-from sluice.replay_sources import candidate_keys, candidate_objects
+from sluice.replay_sources import candidate_keys, candidate_pages
 from sluice.services.lineage import Emission
 from sluice.spill import read_page, read_pages, replay_keys_prefix, spill_prefix, write_spill
 from sluice.storage.base import ObjectStorage
@@ -42,8 +42,7 @@ from sluice.workflow_io import (
     execution_id_of,
 )
 
-T = TypeVar("T")
-CHECK_CONCURRENCY = 64
+CHECK_CONCURRENCY = 64  # keys looked up at once
 LINEAGE_CHUNK = 500
 LINEAGE_AHEAD = 2  # lineage chunks being written while the listing goes on
 MANIFEST_PAGE = 1000  # keys per manifest page when a spec names no chunk size
@@ -61,7 +60,7 @@ class ReplayActivities:
         listing = await self._publish(
             execution_id,
             spec,
-            candidate_objects(spec, self.deps.storage, self.deps.sessions),
+            candidate_pages(spec, self.deps.storage, self.deps.sessions),
             spill_prefix(execution_id, f"replay-{spec.replay_batch_id}"),
         )
         await self._record(execution_id, spec, listing)
@@ -74,13 +73,12 @@ class ReplayActivities:
         execution_id = execution_id_of(activity.info().workflow_id)
         listed = 0
 
-        async def keys() -> AsyncIterator[str]:
+        async def keys() -> AsyncIterator[list[str]]:
             nonlocal listed
-            async for key in candidate_keys(spec, self.deps.storage, self.deps.sessions):
-                listed += 1
-                if listed % 5000 == 0:
-                    activity.heartbeat(listed)
-                yield key
+            async for page in candidate_keys(spec, self.deps.storage, self.deps.sessions):
+                listed += len(page)
+                activity.heartbeat(listed)
+                yield page
 
         return await write_spill(
             self.deps.storage,
@@ -127,7 +125,7 @@ class ReplayActivities:
                 self.deps.storage,
                 prefix,
                 self._checked(
-                    _skipping(candidate_objects(spec, self.deps.storage, self.deps.sessions), kept),
+                    _skipping(candidate_pages(spec, self.deps.storage, self.deps.sessions), kept),
                     counts,
                     errors,
                 ),
@@ -145,7 +143,7 @@ class ReplayActivities:
         return listing
 
     async def _publish(
-        self, execution_id: str, spec: ReplaySpec, keys: AsyncIterator[tuple[str, bool]], prefix: str
+        self, execution_id: str, spec: ReplaySpec, keys: AsyncIterator[list[tuple[str, bool]]], prefix: str
     ) -> ReplayListing:
         """Check each key, record its lineage row and write its message to pages under `prefix`
         (replays started before their messages were derived)."""
@@ -163,25 +161,26 @@ class ReplayActivities:
 
         derive = ReplayMessages(execution_id, spec.derivation())
 
-        async def messages() -> AsyncIterator[dict[str, Any]]:
-            async for key in self._checked(keys, counts, errors):
-                message = derive.message(key)
-                lineage.append(
-                    Emission(
-                        correlation_id=message["metadata"]["correlation_id"],
-                        parent_correlation_id=None,
-                        route=spec.to_route,
-                        source_route=None,
-                        stage=spec.from_stage,
-                        object_key=key,
-                        replay_batch_id=spec.replay_batch_id,
-                        payload=message["payload"],
+        async def messages() -> AsyncIterator[list[dict[str, Any]]]:
+            async for page in self._checked(keys, counts, errors):
+                built = [derive.message(key) for key in page]  # Messages, as their page lines
+                for key, message in zip(page, built, strict=True):
+                    lineage.append(
+                        Emission(
+                            correlation_id=message["metadata"]["correlation_id"],
+                            parent_correlation_id=None,
+                            route=spec.to_route,
+                            source_route=None,
+                            stage=spec.from_stage,
+                            object_key=key,
+                            replay_batch_id=spec.replay_batch_id,
+                            payload=message["payload"],
+                        )
                     )
-                )
-                if len(lineage) >= LINEAGE_CHUNK:
-                    await record_lineage(lineage[:])
-                    lineage.clear()
-                yield message  # a Message, as its page line
+                    if len(lineage) >= LINEAGE_CHUNK:
+                        await record_lineage(lineage[:])
+                        lineage.clear()
+                yield built
 
         try:
             ref = await write_spill(self.deps.storage, prefix, messages(), spec.page_size)
@@ -193,23 +192,23 @@ class ReplayActivities:
         return _listing(counts, errors, ref)
 
     async def _checked(
-        self, keys: AsyncIterator[tuple[str, bool]], counts: dict[str, int], errors: list[str]
-    ) -> AsyncIterator[str]:
-        """The keys that can be published, counting every key and naming the first failures.
-        `keys`: (key, whether its listing proved it exists)."""
-        async for chunk in _chunks(keys, CHECK_CONCURRENCY):
-            readable = await self._problems(chunk)
-            for (key, _), problem in zip(chunk, readable, strict=True):
-                counts["found"] += 1
-                if counts["found"] % 500 == 0:
-                    activity.heartbeat(counts)
-                if problem:
-                    counts["failed"] += 1
-                    if len(errors) < MAX_REPLAY_ERRORS:
+        self, pages: AsyncIterator[list[tuple[str, bool]]], counts: dict[str, int], errors: list[str]
+    ) -> AsyncIterator[list[str]]:
+        """The keys that can be published, a page at a time, counting every key and naming the
+        first failures. `pages`: (key, whether its listing proved it exists)."""
+        async for page in pages:
+            problems = await self._problems(page)
+            publishable = [key for (key, _), problem in zip(page, problems, strict=True) if not problem]
+            counts["found"] += len(page)
+            counts["published"] += len(publishable)
+            if len(publishable) < len(page):
+                counts["failed"] += len(page) - len(publishable)
+                for (key, _), problem in zip(page, problems, strict=True):
+                    if problem and len(errors) < MAX_REPLAY_ERRORS:
                         errors.append(f"{key}: {problem}")
-                    continue
-                counts["published"] += 1
-                yield key
+            activity.heartbeat(counts)
+            if publishable:
+                yield publishable
 
     async def _record(self, execution_id: str, spec: ReplaySpec, listing: ReplayListing) -> None:
         """Keep the publishing outcome on the execution record and in its logs."""
@@ -257,15 +256,17 @@ class ReplayActivities:
                 continue
             if not proven:
                 unproven.append(i)
-        try:
-            found = await self.deps.storage.exists_many([keys[i][0] for i in unproven]) if unproven else []
-        except Exception as exc:
-            found = [False] * len(unproven)
-            for i in unproven:
-                problems[i] = f"{type(exc).__name__}: {exc}"
-        for i, ok in zip(unproven, found, strict=True):
-            if not ok and problems[i] is None:
-                problems[i] = "object does not exist or cannot be read"
+        for start in range(0, len(unproven), CHECK_CONCURRENCY):
+            looked_up = unproven[start : start + CHECK_CONCURRENCY]
+            try:
+                found = await self.deps.storage.exists_many([keys[i][0] for i in looked_up])
+            except Exception as exc:
+                for i in looked_up:
+                    problems[i] = f"{type(exc).__name__}: {exc}"
+                continue
+            for i, ok in zip(looked_up, found, strict=True):
+                if not ok and problems[i] is None:
+                    problems[i] = "object does not exist or cannot be read"
         return problems
 
 
@@ -281,11 +282,10 @@ def _listing(counts: dict[str, int], errors: list[str], spill: SpillRef) -> Repl
 
 async def _manifest_keys(
     storage: ObjectStorage, manifest: SpillRef, first: int, pages: int
-) -> AsyncIterator[tuple[str, bool]]:
+) -> AsyncIterator[list[tuple[str, bool]]]:
     """The listed keys of some manifest pages (looked up again: they were listed a while ago)."""
     for page in range(first, min(first + pages, manifest.page_count)):
-        for line in await read_page(storage, manifest.prefix, page):
-            yield from_json(line), False
+        yield [(from_json(line), False) for line in await read_page(storage, manifest.prefix, page)]
 
 
 async def _kept(storage: ObjectStorage, prefix: str, spec: ReplaySpec) -> tuple[int, set[str]]:
@@ -301,10 +301,16 @@ async def _kept(storage: ObjectStorage, prefix: str, spec: ReplaySpec) -> tuple[
     return pages, keys
 
 
-async def _skipping(keys: AsyncIterator[tuple[str, bool]], kept: set[str]) -> AsyncIterator[tuple[str, bool]]:
-    async for item in keys:
-        if item[0] not in kept:
-            yield item
+async def _skipping(
+    pages: AsyncIterator[list[tuple[str, bool]]], kept: set[str]
+) -> AsyncIterator[list[tuple[str, bool]]]:
+    if not kept:
+        async for page in pages:
+            yield page
+        return
+    async for page in pages:
+        if rest := [item for item in page if item[0] not in kept]:
+            yield rest
 
 
 class _Announcer:
@@ -337,14 +343,3 @@ class _Announcer:
         """Wait for the signals sent: each reaches the workflow before the activity's result."""
         if self.sending is not None:
             await asyncio.shield(self.sending)
-
-
-async def _chunks(source: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
-    chunk: list[T] = []
-    async for item in source:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -120,9 +120,16 @@ class RouteActivities:
         ledger = _ledger(info)
         state.ledger = ledger
         stop_beating = asyncio.Event()
-        heartbeat = asyncio.create_task(
-            _heartbeat_until(stop_beating, state, info.heartbeat_timeout, self._flush_logs)
-        )
+        heartbeat: asyncio.Task[None] | None = None
+
+        def start_beating() -> None:
+            nonlocal heartbeat
+            heartbeat = asyncio.create_task(
+                _heartbeat_until(stop_beating, state, info.heartbeat_timeout, self._flush_logs)
+            )
+
+        # Most batches end before their first heartbeat or log flush is due: they start no task.
+        starting = asyncio.get_running_loop().call_later(_first_due(info.heartbeat_timeout), start_beating)
         try:
             handler = resolve_handler(route.handler)
             try:
@@ -214,8 +221,10 @@ class RouteActivities:
             raise
         finally:
             # Stopped, never cancelled: a cancel in the middle of a log write would lose its lines.
+            starting.cancel()
             stop_beating.set()
-            await asyncio.shield(heartbeat)
+            if heartbeat is not None:
+                await asyncio.shield(heartbeat)
             await asyncio.shield(self._flush_logs(state))
 
     async def _invoke(self, handler: Any, is_async: bool, message: Message, state: BatchState) -> None:
@@ -275,10 +284,11 @@ async def _heartbeat_until(
     flush: Callable[[BatchState], Awaitable[None]],
 ) -> None:
     """Heartbeat on the handler's behalf, so cancellation reaches handlers that never heartbeat,
-    and ship the handler's log lines while it runs, so live streams show them as they happen."""
-    interval = max((every.total_seconds() / 3) if every else 10.0, 0.2)
+    and ship the handler's log lines while it runs, so live streams show them as they happen.
+    Started once the first of the two is due (`_beat_interval`)."""
+    interval = _heartbeat_interval(every)
     loop = asyncio.get_running_loop()
-    next_beat = loop.time() + interval  # short batches finish before they need a heartbeat
+    next_beat = loop.time() + interval - _first_due(every)  # the first one counts from the batch's start
     while not stop.is_set():
         if loop.time() >= next_beat:
             state.ledger.processed = state.processed
@@ -287,3 +297,12 @@ async def _heartbeat_until(
         await flush(state)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), min(interval, LOG_FLUSH_SECONDS))
+
+
+def _heartbeat_interval(every: timedelta | None) -> float:
+    return max((every.total_seconds() / 3) if every else 10.0, 0.2)
+
+
+def _first_due(every: timedelta | None) -> float:
+    """Seconds from a batch's start until its first heartbeat or log flush is due."""
+    return min(_heartbeat_interval(every), LOG_FLUSH_SECONDS)

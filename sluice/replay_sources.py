@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.db.models import ExecutionRecord, LineageRecord
-from sluice.storage.base import ObjectStorage
+from sluice.storage.base import LIST_PAGE, ObjectStorage
 from sluice.storage.keys import is_sidecar, stage_prefix
 from sluice.workflow_io import ReplaySpec
 
@@ -23,28 +23,29 @@ LINEAGE_PAGE = 1000
 
 async def candidate_keys(
     spec: ReplaySpec, storage: ObjectStorage, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[str]:
-    async for key, _ in candidate_objects(spec, storage, sessions):
-        yield key
+) -> AsyncIterator[list[str]]:
+    async for page in candidate_pages(spec, storage, sessions):
+        yield [key for key, _ in page]
 
 
-async def candidate_objects(
+async def candidate_pages(
     spec: ReplaySpec, storage: ObjectStorage, sessions: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[tuple[str, bool]]:
-    """The replay's keys, each with whether its listing proved it exists (named and lineage keys
-    are proven by nobody: publishing checks them)."""
+) -> AsyncIterator[list[tuple[str, bool]]]:
+    """The replay's keys, a page at a time, each with whether its listing proved it exists (named
+    and lineage keys are proven by nobody: publishing checks them)."""
     if spec.replay_source == "manual":
-        for key in spec.keys or []:
-            yield key, False
+        keys = spec.keys or []
+        for start in range(0, len(keys), LIST_PAGE):
+            yield [(key, False) for key in keys[start : start + LIST_PAGE]]
     elif spec.replay_source == "storage":
-        async for key, proven in storage.list_proven(
+        async for page in storage.list_proven_pages(
             stage_prefix(spec.source_execution_id, spec.from_stage, spec.from_path)
         ):
-            if not is_sidecar(key):
-                yield key, proven
+            if objects := [item for item in page if not is_sidecar(item[0])]:
+                yield objects
     else:
-        async for key in lineage_keys(spec, sessions):
-            yield key, False
+        async for keys in lineage_keys(spec, sessions):
+            yield [(key, False) for key in keys]
 
 
 async def has_candidates(
@@ -78,8 +79,11 @@ async def ancestry(sessions: async_sessionmaker[AsyncSession], execution_id: str
     return chain
 
 
-async def lineage_keys(spec: ReplaySpec, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[str]:
-    """Objects of `from_stage` recorded in lineage by the nearest execution of the ancestry that has any.
+async def lineage_keys(
+    spec: ReplaySpec, sessions: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[list[str]]:
+    """Objects of `from_stage` recorded in lineage by the nearest execution of the ancestry that
+    has any, a page at a time.
 
     A replay's own lineage records the objects it was fed, so replaying a replay resolves to the
     objects its ancestors wrote. Paged by key, so memory holds one page.
@@ -105,9 +109,8 @@ async def lineage_keys(spec: ReplaySpec, sessions: async_sessionmaker[AsyncSessi
             if not page:
                 break
             after = page[-1]
-            for key in page:
-                if key.startswith(prefix):
-                    found = True
-                    yield key
+            if keys := [key for key in page if key.startswith(prefix)]:
+                found = True
+                yield keys
         if found:
             return

@@ -29,6 +29,9 @@ _MESSAGES = TypeAdapter(list[Message], config=ConfigDict(cache_strings="keys")) 
 _DERIVED = TypeAdapter(list[Message])
 
 
+SpillItem = Message | dict[str, Any] | str  # a message, a dict of Message's shape, or a replay key
+
+
 def spill_prefix(execution_id: str, spill_id: str) -> str:
     return f"{INTERNAL_ROOT}/{execution_id}/spill/{spill_id}/"
 
@@ -42,9 +45,7 @@ def page_key(prefix: str, page: int) -> str:
     return f"{prefix}{page:06d}.jsonl"
 
 
-async def put_page(
-    storage: ObjectStorage, prefix: str, page: int, messages: Sequence[Message | dict[str, Any] | str]
-) -> None:
+async def put_page(storage: ObjectStorage, prefix: str, page: int, messages: Sequence[SpillItem]) -> None:
     """One page as JSONL (models, dicts of Message's shape, or a replay's keys as JSON strings),
     serialized by pydantic-core."""
     body = b"\n".join(to_json(m) for m in messages) + b"\n"
@@ -80,7 +81,7 @@ async def _page_or_none(storage: ObjectStorage, prefix: str, page: int) -> list[
 async def write_spill(
     storage: ObjectStorage,
     prefix: str,
-    messages: Iterable[Message | dict[str, Any] | str] | AsyncIterable[Message | dict[str, Any] | str],
+    messages: Iterable[SpillItem] | AsyncIterable[Sequence[SpillItem]],
     page_size: int,
     *,
     first_page: int = 0,
@@ -89,10 +90,12 @@ async def write_spill(
     """Write messages (or keys, see `put_page`) page by page, the next page filling while earlier
     ones are written (up to `PAGES_AHEAD`); memory holds a few pages.
 
+    `messages`: the items, or an async iterable of lists of them (a listing and its checks go a
+    page at a time: per item, the async steps cost more than the items' work).
     `first_page`: pages before it are already written (and full): numbering and the returned
     total continue after them. `on_written(n)`: pages [0, n) are written and full, called as that
     grows (the last, partial page is never reported: only the returned reference covers it)."""
-    total, page, buf = 0, first_page, []
+    total, page, buf = 0, first_page, list[SpillItem]()
     writing: deque[asyncio.Future[None]] = deque()
     landed: set[int] = set()
     contiguous = first_page  # pages [0, contiguous) are written
@@ -109,32 +112,43 @@ async def write_spill(
         if on_written is not None and contiguous > before:
             on_written(contiguous)
 
-    async def flush() -> None:
-        nonlocal page, buf
-        fut = asyncio.ensure_future(put_page(storage, prefix, page, buf))
-        fut.add_done_callback(functools.partial(written, page, len(buf) >= page_size))
+    def start(items: list[SpillItem]) -> None:
+        nonlocal page
+        fut = asyncio.ensure_future(put_page(storage, prefix, page, items))
+        fut.add_done_callback(functools.partial(written, page, len(items) >= page_size))
         writing.append(fut)
         page += 1
-        buf = []
-        if len(writing) > PAGES_AHEAD:
+
+    async def bound(ahead: int) -> None:
+        """Wait until at most `ahead` writes are in flight; yields at least once (heartbeats)."""
+        if len(writing) <= ahead:
+            await asyncio.sleep(0)
+        while len(writing) > ahead:
             await writing.popleft()
-        await asyncio.sleep(0)  # let heartbeats through between pages
 
     try:
         if isinstance(messages, AsyncIterable):
-            async for msg in messages:
-                buf.append(msg)
-                total += 1
+            # The pages a chunk fills are written together: on a busy event loop each wait costs
+            # a turn of the loop, and a replay's listing fills ten pages at a time.
+            async for chunk in messages:
+                buf.extend(chunk)
+                total += len(chunk)
                 if len(buf) >= page_size:
-                    await flush()
+                    cut = len(buf) - len(buf) % page_size
+                    for start_at in range(0, cut, page_size):
+                        start(buf[start_at : start_at + page_size])
+                    buf = buf[cut:]
+                    await bound(PAGES_AHEAD)
         else:
             for msg in messages:
                 buf.append(msg)
                 total += 1
                 if len(buf) >= page_size:
-                    await flush()
+                    start(buf)
+                    buf = []
+                    await bound(PAGES_AHEAD)
         if buf:
-            await flush()
+            start(buf)
         await asyncio.gather(*writing)
     except BaseException:
         await asyncio.gather(*writing, return_exceptions=True)  # no write outlives the call

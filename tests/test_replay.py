@@ -399,22 +399,19 @@ async def test_a_streamed_replay_runs_its_route_while_publishing_and_a_retry_pub
     """The publishing activity announces each full page of keys as it lands, so the route runs
     them while the listing goes on. Its first attempt fails after two pages: the retry keeps
     those pages (their batches may have run) and publishes only the keys they miss."""
-    listed = replay_activities.candidate_objects
+    listed = replay_activities.candidate_pages
 
     async def interrupted(*args: Any, **kwargs: Any) -> Any:
+        items = [item async for page in listed(*args, **kwargs) for item in page]
         if activity.info().attempt > 1:  # a listing later may differ, here in its order
-            for item in reversed([item async for item in listed(*args, **kwargs)]):
-                yield item
+            yield items[::-1]
             return
-        seen = 0
-        async for item in listed(*args, **kwargs):
-            yield item
-            seen += 1
-            if seen == 230:
-                await asyncio.sleep(1.5)  # pages 0 and 1 have landed: the route starts on them
-                raise RuntimeError("storage listing interrupted")
+        for start in range(0, 230, 10):  # pages of a listing, smaller than the spill's pages
+            yield items[start : start + 10]
+        await asyncio.sleep(1.5)  # pages 0 and 1 have landed: the route starts on them
+        raise RuntimeError("storage listing interrupted")
 
-    monkeypatch.setattr(replay_activities, "candidate_objects", interrupted)
+    monkeypatch.setattr(replay_activities, "candidate_pages", interrupted)
     # Batches of 10 keep pages at 100 keys (the smallest page).
     pipeline = PIPELINE.replace("count: 12", f"count: {STREAMED}") + "    batch_size: 10\n"
     config = await stack.create_config(pipeline)

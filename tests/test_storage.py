@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from sluice.messages import Message, MessageMetadata
 from sluice.settings import Settings
 from sluice.spill import KeyPages, load_batch, page_key, read_page, spill_prefix, write_spill
-from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
+from sluice.storage.base import LIST_PAGE, ObjectNotFoundError, ObjectStorage, StorageError, StorageKeyError
 from sluice.storage.factory import open_storage
 from sluice.storage.keys import is_sidecar, sidecar_key
 from sluice.storage.local import LocalStorage
@@ -100,10 +100,13 @@ def seaweed(request: pytest.FixtureRequest) -> S3Server:
 
 async def test_put_get_round_trip(storage: ObjectStorage) -> None:
     data = bytes(range(256)) * 64
+    large = os.urandom(300_000)  # past the size local storage writes and reads on the event loop
     await storage.put("exec/stage/blob.bin", data)
     await storage.put("exec/stage/empty", b"", "text/plain")
+    await storage.put("exec/stage/large.bin", large)
     assert await storage.get("exec/stage/blob.bin") == data
     assert await storage.get("exec/stage/empty") == b""
+    assert await storage.get("exec/stage/large.bin") == large
     await storage.put("exec/stage/blob.bin", b"overwritten")
     assert await storage.get("exec/stage/blob.bin") == b"overwritten"
 
@@ -194,6 +197,28 @@ async def test_list_paginates_past_1000_keys(storage: ObjectStorage) -> None:
     listed = await collect(storage, "many/")
     assert len(listed) == 1100
     assert listed == keys
+    # What a replay publishes from: the same keys in the same order, a page at a time.
+    pages = [page async for page in storage.list_proven_pages("many/")]
+    assert [key for page in pages for key, _ in page] == keys
+    assert len(pages) >= 2 and all(0 < len(page) <= LIST_PAGE for page in pages)
+    assert all(proven for page in pages for _, proven in page)
+
+
+async def test_local_listing_pages_cut_across_directories_and_prove_only_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages are cut by count wherever the walk is (a directory's files may span pages), and a
+    symlink is listed unproven (it may dangle: publishing looks it up)."""
+    monkeypatch.setattr("sluice.storage.local.LIST_PAGE", 3)
+    storage = LocalStorage(tmp_path)
+    keys = ["s/a/1", "s/a/2", "s/b", "s/c/d/3", "s/c/d/4", "s/c/e", "s/d"]
+    await put_many(storage, keys)
+    (tmp_path / "s" / "e-link").symlink_to(tmp_path / "nowhere")
+    pages = [page async for page in storage.list_proven_pages("s/")]
+    assert [len(page) for page in pages] == [3, 3, 2]
+    listed = [item for page in pages for item in page]
+    assert listed == [(key, True) for key in keys] + [("s/e-link", False)]
+    assert [key for key, _ in listed] == await collect(storage, "s/")
 
 
 @pytest.mark.parametrize("key", ODD_KEYS)

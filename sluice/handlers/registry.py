@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -134,17 +135,31 @@ def resolve_handler(spec: str) -> Handler:
         problem = _policy.problem(getattr(obj, "__module__", None) or "builtins", spec, defined_in=True)
         if problem is not None:
             raise problem
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
-        return obj
-    positional = [
-        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-    ]
-    if len(positional) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in positional):
+    if not _takes_message_and_ctx(obj):
         raise HandlerImportError(
             "E303",
             f"handler {spec!r} must accept (message, ctx)",
             "change the signature to `async def handle(message, ctx)`",
         )
     return obj
+
+
+def _takes_message_and_ctx(handler: Any) -> bool:
+    """Whether the handler's signature takes two positional arguments (remembered per function:
+    every batch resolves its handler, and reading a signature costs more than a small batch)."""
+    try:
+        return _signature_check(handler)
+    except TypeError:  # an unhashable callable: checked each time
+        return _signature_check.__wrapped__(handler)
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_check(handler: Any) -> bool:
+    try:
+        params = inspect.signature(handler).parameters
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in positional)

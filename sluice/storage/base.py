@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 
 from sluice.storage.keys import is_sidecar, validate_key
 
+LIST_PAGE = 1000  # keys per page of `list_proven_pages` (an S3 listing's page)
+
 
 class StorageError(Exception):
     """A backend failed (I/O, network, credentials)."""
@@ -91,17 +93,26 @@ class ObjectStorage(abc.ABC):
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Yield every key under prefix, sorted, page by page: never the whole listing in memory."""
 
-    async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
-        """`list`, with whether the listing itself proves each object exists (False: ask
-        `exists_many`). An object store lists objects; a local symlink may point nowhere."""
+    async def list_proven_pages(self, prefix: str) -> AsyncIterator[list[tuple[str, bool]]]:
+        """`list` in pages of up to `LIST_PAGE` keys, each with whether the listing itself proves
+        the object exists (False: ask `exists_many`). An object store lists objects; a local
+        symlink may point nowhere. Pages, not keys: a replay of 100,000 objects checks and
+        publishes them a page at a time."""
+        page: list[tuple[str, bool]] = []
         async for key in self.list(prefix):
-            yield key, True
+            page.append((key, True))
+            if len(page) >= LIST_PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
 
     async def any_key(self, prefix: str, accept: Callable[[str], bool]) -> bool:
-        """Whether a key under prefix passes `accept`, as `list_proven` would yield it (a listed
-        symlink counts), stopping at the first. Backends whose listing costs a sort override it."""
-        async for key, _ in self.list_proven(prefix):
-            if accept(key):
+        """Whether a key under prefix passes `accept`, as `list_proven_pages` would list it (a
+        listed symlink counts), stopping at the first. Backends whose listing costs a sort
+        override it."""
+        async for page in self.list_proven_pages(prefix):
+            if any(accept(key) for key, _ in page):
                 return True
         return False
 

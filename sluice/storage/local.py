@@ -14,15 +14,18 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from sluice.storage.base import ObjectNotFoundError, ObjectStorage, StorageError, sidecar_records
+from sluice.storage.base import LIST_PAGE, ObjectNotFoundError, ObjectStorage, StorageError, sidecar_records
 from sluice.storage.keys import INTERNAL_ROOT, is_sidecar
 
 TMP_DIR = f"{INTERNAL_ROOT}/tmp"
 DIR_CACHE = 4096
-INLINE_WRITE = 64 * 1024  # objects (with their sidecar) up to this size are written on the event loop
+# Objects up to this size (with their sidecar) are written and read on the event loop: a small
+# local file takes less time than handing it to a thread and back.
+INLINE_WRITE = 64 * 1024
 # Unique temporary names without mkstemp's random retries: writer prefix + a process-wide counter
 # started at a random point (two storages of one process share the tmp dir).
 _TEMP_NAMES = itertools.count(secrets.randbits(48))
@@ -49,8 +52,13 @@ class LocalStorage(ObjectStorage):
         return Path(self._file(key))
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._file(key)
         try:
-            await asyncio.to_thread(self._put_sync, self._path(key), data)
+            if len(data) <= INLINE_WRITE:
+                await asyncio.sleep(0)
+                self._put_sync(path, data)
+            else:
+                await asyncio.to_thread(self._put_sync, path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
@@ -147,9 +155,11 @@ class LocalStorage(ObjectStorage):
             raise
 
     async def get(self, key: str) -> bytes:
-        path = self._path(key)
+        path = self._file(key)
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            await asyncio.sleep(0)  # as a small write: a handler reading in a loop lets others run
+            data = _read_small(path)
+            return data if data is not None else await asyncio.to_thread(Path(path).read_bytes)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
 
@@ -183,41 +193,48 @@ class LocalStorage(ObjectStorage):
         await asyncio.to_thread(self._path(key).unlink, True)
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
-        async for key, _ in self.list_proven(prefix):
-            yield key
+        async for page in self.list_proven_pages(prefix):
+            for key, _ in page:
+                yield key
 
     async def any_key(self, prefix: str, accept: Callable[[str], bool]) -> bool:
         # Unsorted: one key needs no ordered listing (sorting a stage of 10,000 objects and their
         # sidecars took 12-26 ms, on the request path of every replay).
         return await asyncio.to_thread(_any_key, self._root, prefix, accept)
 
-    async def list_proven(self, prefix: str) -> AsyncIterator[tuple[str, bool]]:
+    async def list_proven_pages(self, prefix: str) -> AsyncIterator[list[tuple[str, bool]]]:
         """Keys in S3 order (lexicographic on the full key), one directory listing in memory per
         level. A listed regular file exists; a symlink is proven only by opening it (it may dangle)."""
-        base_dir = _walk_start(prefix)
         root = self._root
+        page: list[tuple[str, bool]] = []
         # Keys are built as strings (a pathlib object per entry cost more than the listing).
         try:
+            base_dir = _walk_start(prefix)
             stack = [(base_dir, iter(await asyncio.to_thread(_scan_sorted, os.path.join(root, base_dir))))]
         except (FileNotFoundError, NotADirectoryError):
             return
         while stack:
             directory, entries = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
+            at = f"{directory}/" if directory else ""
+            for name, is_dir, is_link in entries:  # resumed where it was left for a subdirectory
+                key = at + name
+                if is_dir:
+                    if _leads_to(key, prefix):
+                        try:
+                            listing = await asyncio.to_thread(_scan_sorted, os.path.join(root, key))
+                        except (FileNotFoundError, NotADirectoryError):
+                            continue
+                        stack.append((key, iter(listing)))
+                        break
+                elif _is_listed(key, name, prefix):
+                    page.append((key, not is_link))
+                    if len(page) >= LIST_PAGE:
+                        yield page
+                        page = []
+            else:
                 stack.pop()
-                continue
-            name, is_dir, is_link = entry
-            key = f"{directory}/{name}" if directory else name
-            if is_dir:
-                if _leads_to(key, prefix):
-                    try:
-                        listing = await asyncio.to_thread(_scan_sorted, os.path.join(root, key))
-                    except (FileNotFoundError, NotADirectoryError):
-                        continue
-                    stack.append((key, iter(listing)))
-            elif _is_listed(key, name, prefix):
-                yield key, not is_link
+        if page:
+            yield page
 
 
 # The walk both listings take: where it starts, which directories it enters, which files it lists.
@@ -234,7 +251,7 @@ def _is_listed(key: str, name: str, prefix: str) -> bool:
 
 
 def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
-    """`list_proven`'s walk, unsorted and stopping at the first accepted key."""
+    """`list_proven_pages`' walk, unsorted and stopping at the first accepted key."""
     pending = [_walk_start(prefix)]
     while pending:
         directory = pending.pop()
@@ -251,6 +268,24 @@ def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
                 elif _is_listed(key, entry.name, prefix) and accept(key):
                     return True
     return False
+
+
+def _read_small(path: str) -> bytes | None:
+    """The file's bytes if it holds at most `INLINE_WRITE` of them; None for a larger one (read it
+    in a thread). A directory reads as missing, as `Path.read_bytes` has it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(path)
+        if info.st_size > INLINE_WRITE:
+            return None
+        parts = [os.read(fd, info.st_size + 1)]  # then b"": the end, unless the file grew
+        while parts[-1]:
+            parts.append(os.read(fd, INLINE_WRITE))
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def sweep_dead_writers(tmp: Path) -> int:

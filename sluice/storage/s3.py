@@ -217,7 +217,17 @@ class S3Storage(ObjectStorage):
             self._fail("delete", full, exc)
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
-        # One page (<= 1000 keys) in memory at a time; botocore url-decodes the keys it asks for.
+        async for page in self._listing(prefix):
+            for key in page:
+                yield key
+
+    async def list_proven_pages(self, prefix: str) -> AsyncIterator[list[tuple[str, bool]]]:
+        async for page in self._listing(prefix):
+            yield [(key, True) for key in page]
+
+    async def _listing(self, prefix: str) -> AsyncIterator[list[str]]:
+        """The keys under prefix, one listing page (<= 1000 keys) at a time; botocore url-decodes
+        the keys it asks for."""
         full_prefix = self.prefix + prefix
         s3 = await self._s3()
         cut = len(self.prefix)
@@ -225,8 +235,8 @@ class S3Storage(ObjectStorage):
             async for page in s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full_prefix
             ):
-                for obj in page.get("Contents", ()):
-                    yield obj["Key"][cut:]
+                if keys := [obj["Key"][cut:] for obj in page.get("Contents", ())]:
+                    yield keys
         except (ClientError, BotoCoreError) as exc:
             self._fail("list", full_prefix + "*", exc)
 
