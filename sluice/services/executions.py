@@ -7,6 +7,7 @@ workflow terminated or timed out outside Sluice shows as `interrupted`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -148,6 +149,27 @@ def first_message(
     )
 
 
+@dataclass(frozen=True)
+class NewExecution:
+    """What an execution about to start is: `ExecutionService.plan` turns it into its record and
+    workflow start, `ExecutionService.start` also launches it."""
+
+    execution_id: str
+    config_id: str
+    config_version: int
+    yaml_text: str
+    pipeline: PipelineConfig
+    init_message: Message | None
+    tag: str | None
+    trigger: str
+    triggered_by: str | None = None
+    parent_execution_id: str | None = None
+    replay: ReplaySpec | None = None
+    read_executions: list[str] | None = None
+    params: dict[str, Any] | None = None
+    resume: ResumeSpec | None = None
+
+
 @dataclass
 class StartedExecution:
     record: ExecutionRecord
@@ -197,61 +219,37 @@ class ExecutionService:
             else first_message(pipeline, execution_id, params, init_payload_overrides)
         )
         started = await self.start(
-            execution_id=execution_id,
-            config_id=record.id,
-            config_version=record.version,
-            yaml_text=record.yaml,
-            pipeline=pipeline,
-            init_message=init_message,
-            tag=tag,
-            trigger=trigger,
-            triggered_by=triggered_by,
+            NewExecution(
+                execution_id=execution_id,
+                config_id=record.id,
+                config_version=record.version,
+                yaml_text=record.yaml,
+                pipeline=pipeline,
+                init_message=init_message,
+                tag=tag,
+                trigger=trigger,
+                triggered_by=triggered_by,
+                params=params,
+            ),
             idempotent=idempotent,
-            params=params,
         )
         return started.record
 
     async def start(
-        self,
-        *,
-        execution_id: str,
-        config_id: str,
-        config_version: int,
-        yaml_text: str,
-        pipeline: PipelineConfig,
-        init_message: Message | None,
-        tag: str | None,
-        trigger: str,
-        triggered_by: str | None = None,
-        parent_execution_id: str | None = None,
-        replay: ReplaySpec | None = None,
-        read_executions: list[str] | None = None,
-        idempotent: bool = False,
-        wait_for_publish: bool = True,
-        params: dict[str, Any] | None = None,
-        resume: ResumeSpec | None = None,
+        self, new: NewExecution, *, idempotent: bool = False, wait_for_publish: bool = True
     ) -> StartedExecution:
-        tag = validate_tag(tag)
+        """Record the execution and start its workflow. `idempotent`: a retry (same execution id)
+        joins what its first attempt started. `wait_for_publish`: a replay answers once its
+        objects are published."""
+        new = dataclasses.replace(new, tag=validate_tag(new.tag))
         client = await self.gateway.client()
-        existing = await self._get(execution_id) if idempotent else None
-        if existing is not None and existing.replay and replay is not None:
-            replay = replay.model_copy(update={"replay_batch_id": existing.replay["replay_batch_id"]})
-        record, launch = self.plan(
-            execution_id=execution_id,
-            config_id=config_id,
-            config_version=config_version,
-            yaml_text=yaml_text,
-            pipeline=pipeline,
-            init_message=init_message,
-            tag=tag,
-            trigger=trigger,
-            triggered_by=triggered_by,
-            parent_execution_id=parent_execution_id,
-            replay=replay,
-            read_executions=read_executions,
-            params=params,
-            resume=resume,
-        )
+        existing = await self._get(new.execution_id) if idempotent else None
+        if existing is not None and existing.replay and new.replay is not None:
+            replay_batch_id = existing.replay["replay_batch_id"]
+            new = dataclasses.replace(
+                new, replay=new.replay.model_copy(update={"replay_batch_id": replay_batch_id})
+            )
+        record, launch = self.plan(new)
         record = existing or record
         if existing is None:
             await self.insert(record)
@@ -266,7 +264,7 @@ class ExecutionService:
         }
         started = StartedExecution(record)
         try:
-            if replay is None or not wait_for_publish:
+            if new.replay is None or not wait_for_publish:
                 await client.start_workflow(WORKFLOW_NAME, workflow_input, **options)
             else:
                 # Update-with-start: one call starts the workflow and returns when the replay's
@@ -280,18 +278,18 @@ class ExecutionService:
                 )
         except WorkflowAlreadyStartedError:
             # An idempotent retry after the workflow already finished: answer with what it recorded.
-            started.record = await self.find(execution_id)
-            if replay is not None and started.record.replay:
+            started.record = await self.find(new.execution_id)
+            if new.replay is not None and started.record.replay:
                 started.listing = ReplayListing.model_validate(
                     {"objects_found": 0, "objects_published": 0, **started.record.replay}
                 )
         except WorkflowUpdateFailedError as exc:
             # Started, but publishing failed: the workflow records the failure itself.
             started.publish_error = str(exc.cause or exc)
-            log.warning("replay %s failed while publishing: %s", execution_id, started.publish_error)
+            log.warning("replay %s failed while publishing: %s", new.execution_id, started.publish_error)
         except Exception as exc:
             if existing is None:
-                await self._discard(execution_id)  # never started: the tag stays free
+                await self._discard(new.execution_id)  # never started: the tag stays free
             if isinstance(exc, RPCError):
                 self.gateway.forget()
                 raise UnavailableError(
@@ -303,40 +301,24 @@ class ExecutionService:
             started.record.replay = {**started.record.replay, **started.listing.counts()}
         return started
 
-    def plan(
-        self,
-        *,
-        execution_id: str,
-        config_id: str,
-        config_version: int,
-        yaml_text: str,
-        pipeline: PipelineConfig,
-        init_message: Message | None,
-        tag: str | None,
-        trigger: str,
-        triggered_by: str | None = None,
-        parent_execution_id: str | None = None,
-        replay: ReplaySpec | None = None,
-        read_executions: list[str] | None = None,
-        params: dict[str, Any] | None = None,
-        resume: ResumeSpec | None = None,
-    ) -> tuple[ExecutionRecord, ExecutionLaunch]:
+    def plan(self, new: NewExecution) -> tuple[ExecutionRecord, ExecutionLaunch]:
         """The record and the workflow start of a new execution, without I/O: `start` launches it
         from the API, the backfill workflow as a child."""
+        pipeline, replay, resume, params, tag = new.pipeline, new.replay, new.resume, new.params, new.tag
         record = ExecutionRecord(
-            id=execution_id,
-            config_id=config_id,
-            config_version=config_version,
-            config_yaml=yaml_text,
+            id=new.execution_id,
+            config_id=new.config_id,
+            config_version=new.config_version,
+            config_yaml=new.yaml_text,
             config_hash=pipeline.config_hash(),
             pipeline=pipeline.name,
             namespace=pipeline.namespace,
             layer=pipeline.layer,
             status="running",
-            trigger=trigger,
-            triggered_by=triggered_by,
+            trigger=new.trigger,
+            triggered_by=new.triggered_by,
             tag=tag,
-            parent_execution_id=parent_execution_id,
+            parent_execution_id=new.parent_execution_id,
             replay_source=replay.replay_source if replay else None,
             replay=(
                 {
@@ -350,9 +332,9 @@ class ExecutionService:
                 if replay
                 else None
             ),
-            workflow_id=workflow_id_for(execution_id),
+            workflow_id=workflow_id_for(new.execution_id),
             task_queue=self.settings.task_queue,
-            init_payload=init_message.payload if init_message else None,
+            init_payload=new.init_message.payload if new.init_message else None,
             params=params or None,
             resume=(
                 {"from_execution_id": resume.source_execution_id, "config": resume.config} if resume else None
@@ -360,26 +342,26 @@ class ExecutionService:
         )
         search = {
             SA_PIPELINE.name: pipeline.name,
-            SA_CONFIG_ID.name: config_id,
+            SA_CONFIG_ID.name: new.config_id,
             SA_NAMESPACE.name: pipeline.namespace,
             SA_LAYER.name: pipeline.layer,
         }
         if tag:
             search[SA_TAG.name] = tag
         workflow_input = ExecutionInput(
-            execution_id=execution_id,
+            execution_id=new.execution_id,
             # The run's params override the config's: handlers see them in ctx.params.
             pipeline=pipeline.model_copy(update={"params": {**pipeline.params, **params}})
             if params
             else pipeline,
             config_hash=record.config_hash,
-            init_message=init_message,
-            init_route=pipeline.init_message.route if (init_message and pipeline.init_message) else None,
+            init_message=new.init_message,
+            init_route=pipeline.init_message.route if (new.init_message and pipeline.init_message) else None,
             replay=replay,
             heartbeat_timeout_seconds=self.settings.heartbeat_seconds,
             max_in_flight=self.settings.max_in_flight,
             activities_per_run=self.settings.activities_per_run,
-            read_executions=read_executions or [],
+            read_executions=new.read_executions or [],
             worker_loss_budget=self.settings.worker_loss_budget,
             resume=resume,
             finalize_locally=True,
@@ -412,16 +394,18 @@ class ExecutionService:
             yaml_text = (await self.configs.version(config_id, config_version)).yaml
         pipeline, _ = require_valid(yaml_text)
         record, launch = self.plan(
-            execution_id=execution_id,
-            config_id=config_id,
-            config_version=config_version,
-            yaml_text=yaml_text,
-            pipeline=pipeline,
-            init_message=first_message(pipeline, execution_id, params or {}),
-            tag=None,
-            trigger=trigger,
-            triggered_by=triggered_by,
-            params=params,
+            NewExecution(
+                execution_id=execution_id,
+                config_id=config_id,
+                config_version=config_version,
+                yaml_text=yaml_text,
+                pipeline=pipeline,
+                init_message=first_message(pipeline, execution_id, params or {}),
+                tag=None,
+                trigger=trigger,
+                triggered_by=triggered_by,
+                params=params,
+            )
         )
         if await self._get(execution_id) is None:
             await self.insert(record)
@@ -720,20 +704,22 @@ class ExecutionService:
             version, yaml_text = source.config_version, source.config_yaml
         idempotent = execution_id is not None
         started = await self.start(
-            execution_id=execution_id or str(uuid7()),
-            config_id=source.config_id,
-            config_version=version,
-            yaml_text=yaml_text,
-            pipeline=pipeline,
-            init_message=None,
-            tag=tag,
-            trigger="resume",
-            triggered_by=triggered_by,
-            parent_execution_id=source.id,
-            read_executions=await self._ancestry(source),
+            NewExecution(
+                execution_id=execution_id or str(uuid7()),
+                config_id=source.config_id,
+                config_version=version,
+                yaml_text=yaml_text,
+                pipeline=pipeline,
+                init_message=None,
+                tag=tag,
+                trigger="resume",
+                triggered_by=triggered_by,
+                parent_execution_id=source.id,
+                read_executions=await self._ancestry(source),
+                params=source.params,
+                resume=ResumeSpec(source_execution_id=source.id, config=config),  # type: ignore[arg-type]
+            ),
             idempotent=idempotent,
-            params=source.params,
-            resume=ResumeSpec(source_execution_id=source.id, config=config),  # type: ignore[arg-type]
         )
         return started.record
 

@@ -17,7 +17,7 @@ from sluice.ids import uuid7
 from sluice.pipeline_config import PipelineConfig
 from sluice.replay_sources import ancestry, has_candidates
 from sluice.services.configs import ConfigService, require_valid
-from sluice.services.executions import ExecutionService, StartedExecution
+from sluice.services.executions import ExecutionService, NewExecution, StartedExecution
 from sluice.settings import Settings
 from sluice.storage.base import ObjectStorage, StorageKeyError
 from sluice.storage.keys import is_sidecar, validate_key, validate_relative_path
@@ -101,20 +101,22 @@ class ReplayService:
         )
         await self._check_not_empty(spec)
         return await self.executions.start(
-            execution_id=execution_id or str(uuid7()),
+            NewExecution(
+                execution_id=execution_id or str(uuid7()),
+                triggered_by=triggered_by,
+                read_executions=chain,
+                config_id=target_id,
+                config_version=version,
+                yaml_text=yaml_text,
+                pipeline=pipeline,
+                init_message=None,
+                tag=tag,
+                trigger=trigger,
+                parent_execution_id=parent.id,
+                replay=spec,
+            ),
             idempotent=execution_id is not None,
-            triggered_by=triggered_by,
-            read_executions=chain,
             wait_for_publish=wait,
-            config_id=target_id,
-            config_version=version,
-            yaml_text=yaml_text,
-            pipeline=pipeline,
-            init_message=None,
-            tag=tag,
-            trigger=trigger,
-            parent_execution_id=parent.id,
-            replay=spec,
         )
 
     async def detached(
