@@ -88,7 +88,7 @@ async def write_spill(
     on_written: Callable[[int], None] | None = None,
 ) -> SpillRef:
     """Write messages (or keys, see `put_page`) page by page, the next page filling while earlier
-    ones are written (up to `PAGES_AHEAD`); memory holds a few pages.
+    ones are written (up to `PAGES_AHEAD`, or the pages one chunk fills); memory holds a few pages.
 
     `messages`: the items, or an async iterable of lists of them (a listing and its checks go a
     page at a time: per item, the async steps cost more than the items' work).
@@ -120,9 +120,9 @@ async def write_spill(
         page += 1
 
     async def bound(ahead: int) -> None:
-        """Wait until at most `ahead` writes are in flight; yields at least once (heartbeats)."""
-        if len(writing) <= ahead:
-            await asyncio.sleep(0)
+        """Wait until at most `ahead` writes are in flight, after one turn of the event loop (a
+        write already done yields nothing, and heartbeats must get through)."""
+        await asyncio.sleep(0)
         while len(writing) > ahead:
             await writing.popleft()
 
