@@ -285,7 +285,7 @@ async def _heartbeat_until(
 ) -> None:
     """Heartbeat on the handler's behalf, so cancellation reaches handlers that never heartbeat,
     and ship the handler's log lines while it runs, so live streams show them as they happen.
-    Started once the first of the two is due (`_beat_interval`)."""
+    Started once the first of the two is due (`_first_due`)."""
     interval = _heartbeat_interval(every)
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + interval - _first_due(every)  # the first one counts from the batch's start

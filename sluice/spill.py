@@ -127,26 +127,18 @@ async def write_spill(
             await writing.popleft()
 
     try:
-        if isinstance(messages, AsyncIterable):
-            # The pages a chunk fills are written together: on a busy event loop each wait costs
-            # a turn of the loop, and a replay's listing fills ten pages at a time.
-            async for chunk in messages:
-                buf.extend(chunk)
-                total += len(chunk)
-                if len(buf) >= page_size:
-                    cut = len(buf) - len(buf) % page_size
-                    for start_at in range(0, cut, page_size):
-                        start(buf[start_at : start_at + page_size])
-                    buf = buf[cut:]
-                    await bound(PAGES_AHEAD)
-        else:
-            for msg in messages:
-                buf.append(msg)
-                total += 1
-                if len(buf) >= page_size:
-                    start(buf)
-                    buf = []
-                    await bound(PAGES_AHEAD)
+        # The pages a chunk fills are written together: on a busy event loop each wait costs a
+        # turn of the loop, and a replay's listing fills ten pages at a time.
+        chunks = messages if isinstance(messages, AsyncIterable) else _pages_of(messages, page_size)
+        async for chunk in chunks:
+            buf.extend(chunk)
+            total += len(chunk)
+            if len(buf) >= page_size:
+                cut = len(buf) - len(buf) % page_size
+                for start_at in range(0, cut, page_size):
+                    start(buf[start_at : start_at + page_size])
+                buf = buf[cut:]
+                await bound(PAGES_AHEAD)
         if buf:
             start(buf)
         await asyncio.gather(*writing)
@@ -154,6 +146,18 @@ async def write_spill(
         await asyncio.gather(*writing, return_exceptions=True)  # no write outlives the call
         raise
     return SpillRef(prefix=prefix, total=first_page * page_size + total, page_size=page_size)
+
+
+async def _pages_of(items: Iterable[SpillItem], size: int) -> AsyncIterator[list[SpillItem]]:
+    """Items as lists of `size` (a page each), so `write_spill` writes a page at a time."""
+    page: list[SpillItem] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 class OutputSpool:

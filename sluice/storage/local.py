@@ -25,7 +25,7 @@ TMP_DIR = f"{INTERNAL_ROOT}/tmp"
 DIR_CACHE = 4096
 # Objects up to this size (with their sidecar) are written and read on the event loop: a small
 # local file takes less time than handing it to a thread and back.
-INLINE_WRITE = 64 * 1024
+INLINE_SIZE = 64 * 1024
 # Unique temporary names without mkstemp's random retries: writer prefix + a process-wide counter
 # started at a random point (two storages of one process share the tmp dir).
 _TEMP_NAMES = itertools.count(secrets.randbits(48))
@@ -54,7 +54,7 @@ class LocalStorage(ObjectStorage):
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._file(key)
         try:
-            if len(data) <= INLINE_WRITE:
+            if len(data) <= INLINE_SIZE:
                 await asyncio.sleep(0)
                 self._put_sync(path, data)
             else:
@@ -98,7 +98,7 @@ class LocalStorage(ObjectStorage):
     ) -> bytes | None:
         path, meta_path = self._file(key), self._file(sidecar)
         try:
-            if len(data) + len(meta) <= INLINE_WRITE:
+            if len(data) + len(meta) <= INLINE_SIZE:
                 # A small local write takes less time than handing it to a thread and back; the
                 # yield keeps a handler that emits in a tight loop from starving the event loop.
                 await asyncio.sleep(0)
@@ -271,18 +271,18 @@ def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
 
 
 def _read_small(path: str) -> bytes | None:
-    """The file's bytes if it holds at most `INLINE_WRITE` of them; None for a larger one (read it
+    """The file's bytes if it holds at most `INLINE_SIZE` of them; None for a larger one (read it
     in a thread). A directory reads as missing, as `Path.read_bytes` has it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(path)
-        if info.st_size > INLINE_WRITE:
+        if info.st_size > INLINE_SIZE:
             return None
         parts = [os.read(fd, info.st_size + 1)]  # then b"": the end, unless the file grew
         while parts[-1]:
-            parts.append(os.read(fd, INLINE_WRITE))
+            parts.append(os.read(fd, INLINE_SIZE))
         return b"".join(parts)
     finally:
         os.close(fd)
