@@ -16,7 +16,7 @@ class RecordActivities:
     @activity.defn(name=FINALIZE_EXECUTION)
     async def finalize_execution(self, data: FinalizeInput) -> None:
         """Idempotent: a retry rewrites the same final state (and never repeats lifecycle events)."""
-        record = await self.deps.transactions.run(
+        status = await self.deps.transactions.run(
             lambda session: close_execution(
                 session,
                 data.execution_id,
@@ -27,5 +27,5 @@ class RecordActivities:
                 authoritative=True,
             )
         )
-        if record is None:
+        if status is None:
             activity.logger.warning("execution %s has no record; nothing to finalize", data.execution_id)

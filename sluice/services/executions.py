@@ -536,8 +536,8 @@ class ExecutionService:
     async def _close(
         self, record: ExecutionRecord, status: str, error: str | None, closed_at: datetime | None
     ) -> ExecutionRecord:
-        closed = await self.transactions.run(
-            lambda session: close_execution(
+        def close(session: Session) -> ExecutionRecord | None:
+            now = close_execution(
                 session,
                 record.id,
                 status=status,
@@ -545,7 +545,9 @@ class ExecutionService:
                 completed_at=closed_at or utcnow(),
                 authoritative=False,
             )
-        )
+            return None if now is None else session.get(ExecutionRecord, record.id)
+
+        closed = await self.transactions.run(close)
         if closed is None:
             return record
         if closed.status == status:
