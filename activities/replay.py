@@ -163,7 +163,7 @@ class ReplayActivities:
 
         async def messages() -> AsyncIterator[list[dict[str, Any]]]:
             async for page in self._checked(keys, counts, errors):
-                built = [derive.message(key) for key in page]  # Messages, as their page lines
+                built = derive.messages(page)  # Messages, as their page lines
                 for key, message in zip(page, built, strict=True):
                     lineage.append(
                         Emission(

@@ -6,6 +6,7 @@ so a retried batch, a resume and the publishing of replays started before deriva
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sluice.ids import ClusteredIds, derived_id
@@ -28,18 +29,33 @@ class ReplayMessages:
 
     def message(self, key: str) -> dict[str, Any]:
         """The message for `key`, as a dict of Message's shape (what a page line holds)."""
+        return self.messages((key,))[0]
+
+    def messages(self, keys: Iterable[str]) -> list[dict[str, Any]]:
+        """`message` for each key: a batch derives its slice of a page at once (what the keys
+        share is looked up once)."""
         replay = self.replay
-        metadata = {
-            "execution_id": self.execution_id,
-            "correlation_id": self.correlation_id(key),
-            "parent_correlation_id": None,
-            "replay_batch_id": replay.replay_batch_id,
-            "source_route": None,
-        }
-        if replay.metadata:
-            metadata["replay_metadata"] = replay.metadata
-        payload = {"object_key": key, "stage": replay.stage, "path": key.removeprefix(self._stage_of(key))}
-        return {"payload": payload, "metadata": metadata}
+        execution_id, batch_id, stage, extra = (
+            self.execution_id,
+            replay.replay_batch_id,
+            replay.stage,
+            replay.metadata,
+        )
+        correlation_id, stage_of = self.correlation_id, self._stage_of
+        out = []
+        for key in keys:
+            metadata = {
+                "execution_id": execution_id,
+                "correlation_id": correlation_id(key),
+                "parent_correlation_id": None,
+                "replay_batch_id": batch_id,
+                "source_route": None,
+            }
+            if extra:
+                metadata["replay_metadata"] = extra
+            payload = {"object_key": key, "stage": stage, "path": key.removeprefix(stage_of(key))}
+            out.append({"payload": payload, "metadata": metadata})
+        return out
 
     def _stage_of(self, key: str) -> str:
         owner = key.split("/", 1)[0]

@@ -246,7 +246,7 @@ async def load_batch(
         page = await read_page(storage, batch.spill.prefix, batch.page)
     lines = page[batch.start : batch.start + batch.count]
     if replay is not None:  # a replay's keys: derive their messages
-        derive = ReplayMessages(execution_id, replay)
-        return _DERIVED.validate_python([derive.message(from_json(line)) for line in lines])
+        keys = from_json(b"[" + b",".join(lines) + b"]")  # one parse for the slice's JSON strings
+        return _DERIVED.validate_python(ReplayMessages(execution_id, replay).messages(keys))
     # One validation call for the batch: per-line calls cost more than the messages themselves.
     return _MESSAGES.validate_json(b"[" + b",".join(lines) + b"]")

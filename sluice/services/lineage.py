@@ -164,10 +164,9 @@ def _order(row: LineageRecord) -> tuple[datetime, str]:
 def expand_replayed(record: ReplayLineageRecord) -> list[LineageRecord]:
     """The message rows one replay batch's row stands for, as they were stored one per object
     before: ids and payloads derive exactly as the batch derived its messages."""
-    derive = _derivation(record)
     return [
-        replayed_row(derive.message(key), record.route, record.handled_at, handled=True)
-        for key in record.object_keys
+        replayed_row(message, record.route, record.handled_at, handled=True)
+        for message in _derivation(record).messages(record.object_keys)
     ]
 
 
