@@ -38,13 +38,13 @@ from sluice.runtime.devstack import (  # noqa: E402
     WORKER_COMMAND,
     child_env,
     free_ports,
-    run_serving,
     serve_in_background,
     tail,
     temporal_dev_command,
     terminate,
     wait_for_temporal,
 )
+from sluice.runtime.loop import run_on_fast_loop  # noqa: E402
 from sluice.settings import Settings  # noqa: E402
 from sluice.temporal import temporal_cli_path  # noqa: E402
 
@@ -302,7 +302,7 @@ def run_main(
 ) -> int:
     """Run a benchmark, write its JSON report, print the table (or the JSON with --json)."""
     try:
-        report = run_serving(main_async(args))  # the loop `sluice dev` serves the API on
+        report = run_on_fast_loop(main_async(args))  # the loop `sluice dev` serves the API on
     except KeyboardInterrupt:
         log("bench: interrupted")
         return 130

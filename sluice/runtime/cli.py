@@ -200,7 +200,8 @@ def _with_working_directory(settings: Settings) -> Settings:
 
 # -- dev ---------------------------------------------------------------------------------------
 def cmd_dev(args: SimpleNamespace, settings: Settings) -> int:
-    from sluice.runtime.devstack import Ports, StackError, embedded_stack, run_serving, serve_until
+    from sluice.runtime.devstack import Ports, StackError, embedded_stack, serve_until
+    from sluice.runtime.loop import run_on_fast_loop
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port)
 
@@ -226,7 +227,7 @@ def cmd_dev(args: SimpleNamespace, settings: Settings) -> int:
         return 0
 
     try:
-        return run_serving(main())
+        return run_on_fast_loop(main())
     except StackError as exc:
         print(f"sluice dev: {exc}", file=sys.stderr)
         return 2
@@ -280,10 +281,11 @@ def cmd_run(args: SimpleNamespace, settings: Settings) -> int:
                 server.should_exit = True
                 await task
 
-    from sluice.runtime.devstack import StackError, run_serving
+    from sluice.runtime.devstack import StackError
+    from sluice.runtime.loop import run_on_fast_loop
 
     try:
-        return run_serving(main())
+        return run_on_fast_loop(main())
     except StackError as exc:
         print(f"sluice run: {exc}", file=sys.stderr)
         return 2
@@ -465,7 +467,8 @@ def cmd_api(args: SimpleNamespace, settings: Settings) -> int:
     import uvicorn
 
     from sluice.api.app import create_app
-    from sluice.runtime.devstack import run_serving, serve_until
+    from sluice.runtime.devstack import serve_until
+    from sluice.runtime.loop import run_on_fast_loop
 
     host = args.host or settings.api_host
     port = args.port or settings.api_port
@@ -490,13 +493,14 @@ def cmd_api(args: SimpleNamespace, settings: Settings) -> int:
         return 0
 
     try:
-        return run_serving(main())
+        return run_on_fast_loop(main())
     except Exception as exc:  # e.g. the port is taken, or the database is unreachable
         print(f"sluice api: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
 
 def cmd_worker(args: SimpleNamespace, settings: Settings) -> int:
+    from sluice.runtime.loop import run_on_fast_loop
     from sluice.runtime.worker import run_worker
 
     update: dict[str, Any] = {}
@@ -505,7 +509,7 @@ def cmd_worker(args: SimpleNamespace, settings: Settings) -> int:
     if args.extra_queues:
         update["worker_task_queues"] = args.extra_queues
     try:
-        asyncio.run(run_worker(settings.model_copy(update=update), own_process=True))
+        run_on_fast_loop(run_worker(settings.model_copy(update=update), own_process=True))
     except ConnectionError as exc:
         print(f"sluice worker: {exc}", file=sys.stderr)
         return 2

@@ -10,10 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import uvicorn
 from temporalio.client import Client
@@ -253,17 +253,6 @@ class SupervisedWorker:
         code = self.proc.returncode if self.proc is not None else None
         if code not in (0, None, -signal.SIGTERM, -signal.SIGINT):
             print(f"worker exited with {code}; see {self.log}", file=sys.stderr)
-
-
-def run_serving(main: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that serves the API on uvloop when it is installed (uvicorn[standard] brings
-    it on Linux), as `uvicorn.run` would; serving inside plain `asyncio.run` lost that."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 async def serve_in_background(server: uvicorn.Server) -> asyncio.Task[None]:

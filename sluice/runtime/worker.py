@@ -23,6 +23,7 @@ from sluice.handlers.registry import configure_handlers
 from sluice.logcontext import configure_logging, install_capture
 from sluice.metrics import serve as serve_metrics
 from sluice.runtime.heap import freeze_startup_heap
+from sluice.runtime.loop import run_on_fast_loop
 from sluice.runtime.signals import stop_on_signals
 from sluice.settings import Settings
 from sluice.temporal import connect, ensure_search_attributes
@@ -125,4 +126,4 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_format)
     setup_tracing(settings, "sluice-worker")
-    asyncio.run(run_worker(settings, own_process=True))
+    run_on_fast_loop(run_worker(settings, own_process=True))
