@@ -13,8 +13,8 @@ def run_on_fast_loop(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run(main)` on uvloop when it is installed (uvicorn[standard] brings it on Linux).
 
     The API serves on it as `uvicorn.run` would (serving inside plain `asyncio.run` lost that), and
-    the worker runs on it too: its event loop resolves every Temporal call and every database
-    hand-off, and plain asyncio spent about 5% more of its CPU on a replay."""
+    the worker runs on it too: its loop resolves every Temporal call and database hand-off (in
+    paired benchmark runs, about 4% less worker CPU per replay; a single run varies more)."""
     try:
         import uvloop
     except ImportError:
