@@ -239,3 +239,5 @@ async def test_api_and_worker_run_separately_against_existing_temporal(
             proc.send_signal(signal.SIGTERM)
         outputs = [await asyncio.to_thread(p.communicate, timeout=60) for p in (api, worker)]
     assert api.returncode == 0 and worker.returncode == 0, [o[0].decode()[-1500:] for o in outputs]
+    # The worker runs on uvloop (uvicorn[standard] brings it on Linux), as the API serves on it.
+    assert "(event loop: uvloop)" in outputs[1][0].decode(), outputs[1][0].decode()[-1500:]

@@ -85,7 +85,11 @@ async def run_worker(
                 if own_process:
                     freeze_startup_heap()
                 log.info(
-                    "worker %s polling %s on %s", deps.worker_id, ", ".join(queues), settings.temporal_address
+                    "worker %s polling %s on %s (event loop: %s)",
+                    deps.worker_id,
+                    ", ".join(queues),
+                    settings.temporal_address,
+                    type(asyncio.get_running_loop()).__module__.split(".")[0],
                 )
                 await stopping.wait()
                 log.info("worker %s stopping: in-flight batches have %gs to finish", deps.worker_id, grace)
