@@ -17,10 +17,12 @@ import socket
 import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sluice.storage.base import LIST_PAGE, ObjectNotFoundError, ObjectStorage, StorageError, sidecar_records
 from sluice.storage.keys import INTERNAL_ROOT, is_sidecar
 
+T = TypeVar("T")
 TMP_DIR = f"{INTERNAL_ROOT}/tmp"
 DIR_CACHE = 4096
 # Objects up to this size (with their sidecar) are written and read on the event loop: a small
@@ -52,13 +54,8 @@ class LocalStorage(ObjectStorage):
         return Path(self._file(key))
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        path = self._file(key)
         try:
-            if len(data) <= INLINE_SIZE:
-                await asyncio.sleep(0)
-                self._put_sync(path, data)
-            else:
-                await asyncio.to_thread(self._put_sync, path, data)
+            await _write(len(data), self._put_sync, self._file(key), data)
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
@@ -98,12 +95,9 @@ class LocalStorage(ObjectStorage):
     ) -> bytes | None:
         path, meta_path = self._file(key), self._file(sidecar)
         try:
-            if len(data) + len(meta) <= INLINE_SIZE:
-                # A small local write takes less time than handing it to a thread and back; the
-                # yield keeps a handler that emits in a tight loop from starving the event loop.
-                await asyncio.sleep(0)
-                return self._put_pair_sync(path, data, meta_path, meta, sha256)
-            return await asyncio.to_thread(self._put_pair_sync, path, data, meta_path, meta, sha256)
+            return await _write(
+                len(data) + len(meta), self._put_pair_sync, path, data, meta_path, meta, sha256
+            )
         except OSError as exc:
             raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from exc
 
@@ -268,6 +262,16 @@ def _any_key(root: str, prefix: str, accept: Callable[[str], bool]) -> bool:
                 elif _is_listed(key, entry.name, prefix) and accept(key):
                     return True
     return False
+
+
+async def _write(size: int, write: Callable[..., T], *args: Any) -> T:
+    """Run a synchronous write of `size` bytes: on the event loop when it is small (a small local
+    write takes less time than handing it to a thread and back), after one yield that keeps a
+    handler writing in a tight loop from starving the loop; in a thread otherwise."""
+    if size <= INLINE_SIZE:
+        await asyncio.sleep(0)
+        return write(*args)
+    return await asyncio.to_thread(write, *args)
 
 
 def _read_small(path: str) -> bytes | None:
