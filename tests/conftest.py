@@ -18,7 +18,7 @@ import httpx
 import pytest
 import uvicorn
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -28,6 +28,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from sluice.activities import ActivityDeps
 from sluice.api.app import create_app
+from sluice.db.engine import create_engine
+from sluice.db.migrate import upgrade
 from sluice.runtime.worker import build_worker, worker_queues
 from sluice.settings import Settings
 from sluice.temporal import SEARCH_ATTRIBUTES, temporal_cli_path
@@ -68,6 +70,23 @@ async def postgres_schema() -> AsyncIterator[str]:
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A migrated Sluice database: a SQLite file, then a fresh PostgreSQL schema."""
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            settings = Settings(data_dir=tmp_path)
+        else:
+            schema = await stack.enter_async_context(postgres_schema())
+            settings = Settings(database_url=PG_URL, database_schema=schema)
+        engine = create_engine(settings)
+        try:
+            await upgrade(engine)
+            yield engine
+        finally:
+            await engine.dispose()
 
 
 @dataclass

@@ -4,43 +4,26 @@ route runs, and the lifecycle events written once however often the close is rep
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session, select
 
-from sluice.db.engine import SyncTransactions, create_engine
-from sluice.db.migrate import upgrade
+from sluice.db.engine import SyncTransactions
 from sluice.db.models import ExecutionLogRecord, ExecutionRecord, RouteRunRecord
 from sluice.services.closing import close_execution
-from sluice.settings import Settings
 from sluice.workflow_io import RouteProgress
-from tests.conftest import PG_URL, postgres_schema
 
 STARTED = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def transactions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SyncTransactions]:
-    async def opened(engine: AsyncEngine) -> AsyncIterator[SyncTransactions]:
-        await upgrade(engine)
-        runner = SyncTransactions(engine)
-        try:
-            yield runner
-        finally:
-            runner.close()
-            await engine.dispose()
-
-    if request.param == "sqlite":
-        async for runner in opened(create_engine(Settings(data_dir=tmp_path))):
-            yield runner
-        return
-    async with postgres_schema() as schema:
-        async for runner in opened(create_engine(Settings(database_url=PG_URL, database_schema=schema))):
-            yield runner
+@pytest.fixture
+def transactions(migrated_engine: AsyncEngine) -> Iterator[SyncTransactions]:
+    runner = SyncTransactions(migrated_engine)
+    yield runner
+    runner.close()
 
 
 async def running(transactions: SyncTransactions, *, trigger: str = "manual") -> str:

@@ -4,38 +4,17 @@ on SQLite and on PostgreSQL, next to the per-message rows of replays recorded be
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
-from sluice.db.engine import SyncTransactions, create_engine, session_factory
-from sluice.db.migrate import upgrade
+from sluice.db.engine import SyncTransactions, session_factory
 from sluice.db.models import LineageRecord, ReplayLineageRecord
 from sluice.ids import derived_id
 from sluice.messages import Message
 from sluice.replay_messages import ReplayMessages
 from sluice.services.lineage import Emission, LineageService, LineageWriter, lineage_rows
-from sluice.settings import Settings
 from sluice.workflow_io import ReplayKeys
-from tests.conftest import PG_URL, postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        engine = create_engine(Settings(data_dir=tmp_path))
-        await upgrade(engine)
-        yield engine
-        await engine.dispose()
-        return
-    async with postgres_schema() as schema:
-        engine = create_engine(Settings(database_url=PG_URL, database_schema=schema))
-        await upgrade(engine)
-        yield engine
-        await engine.dispose()
 
 
 def derived(execution_id: str, replay: ReplayKeys, keys: list[str]) -> list[Message]:
@@ -43,7 +22,7 @@ def derived(execution_id: str, replay: ReplayKeys, keys: list[str]) -> list[Mess
     return [Message.model_validate(derive.message(key)) for key in keys]
 
 
-async def test_a_replays_batches_read_back_as_the_messages_they_handled(engine: AsyncEngine) -> None:
+async def test_a_replays_batches_read_back_as_the_messages_they_handled(migrated_engine: AsyncEngine) -> None:
     execution, source = str(uuid.uuid4()), str(uuid.uuid4())
     replay = ReplayKeys(replay_batch_id=str(uuid.uuid4()), stage="raw", clustered_ids=True)
     keys = [f"{source}/raw/doc-{i:02d}.txt" for i in range(7)]
@@ -60,7 +39,7 @@ async def test_a_replays_batches_read_back_as_the_messages_they_handled(engine: 
         )
         for i, m in enumerate(first + second)
     ]
-    transactions = SyncTransactions(engine)
+    transactions = SyncTransactions(migrated_engine)
     writer = LineageWriter(transactions)
     try:
         await writer.record(execution, outputs[:4], route="copy", processed=first, replay=replay)
@@ -70,7 +49,7 @@ async def test_a_replays_batches_read_back_as_the_messages_they_handled(engine: 
     finally:
         transactions.close()
 
-    sessions = session_factory(engine)
+    sessions = session_factory(migrated_engine)
     async with sessions() as session:
         stored = (
             await session.exec(select(LineageRecord).where(LineageRecord.execution_id == execution))
@@ -108,7 +87,7 @@ async def test_a_replays_batches_read_back_as_the_messages_they_handled(engine: 
     ]
 
 
-async def test_replays_recorded_before_keep_their_rows_and_their_ids(engine: AsyncEngine) -> None:
+async def test_replays_recorded_before_keep_their_rows_and_their_ids(migrated_engine: AsyncEngine) -> None:
     """A replay recorded one row per message (uuid5 ids) before; a batch of the same execution
     recorded now (a resumed or retried batch of an old replay) reads back beside them."""
     execution, source = str(uuid.uuid4()), str(uuid.uuid4())
@@ -117,14 +96,14 @@ async def test_replays_recorded_before_keep_their_rows_and_their_ids(engine: Asy
         derived(execution, replay, [f"{source}/raw/a.txt"]),
         derived(execution, replay, [f"{source}/raw/b.txt"]),
     )
-    transactions = SyncTransactions(engine)
+    transactions = SyncTransactions(migrated_engine)
     writer = LineageWriter(transactions)
     try:
         await writer.record(execution, [], route="copy", processed=old)  # as a per-message row
         await writer.record(execution, [], route="copy", processed=new, replay=replay)
     finally:
         transactions.close()
-    async with session_factory(engine)() as session:
+    async with session_factory(migrated_engine)() as session:
         rows = await lineage_rows(session, execution)
     assert sorted(r.correlation_id for r in rows) == sorted(
         derived_id(replay.replay_batch_id, key) for key in (f"{source}/raw/a.txt", f"{source}/raw/b.txt")
