@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -139,6 +140,9 @@ async def test_dev_stops_cleanly_and_keeps_state(tmp_path: Path) -> None:
     assert first.returncode == 0, out.decode()[-2000:]
     assert b"stopped." in out and b"Traceback" not in out
     assert not any(port_in_use(p) for p in (api, temporal, ui)), "a child process outlived sluice dev"
+    # Temporal's SQLite file is in write-ahead-log mode (a setting its header keeps).
+    with contextlib.closing(sqlite3.connect(tmp_path / "dev" / "temporal.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     second = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
