@@ -198,7 +198,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temporal-db", choices=["file", "memory"], default="file")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per fan-out")
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.objects or min(args.objects) < 1 or len(set(args.objects)) < len(args.objects):
+        parser.error("-n takes distinct positive sizes, e.g. 1000,10000")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
