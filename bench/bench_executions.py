@@ -1,6 +1,7 @@
 """Sluice vs raw Temporal: the same 3-step no-op pipeline, measured in one run on one stack.
 
-    python bench/bench_executions.py [-n N] [-m M] [-c C] [-r ROUNDS] [--temporal-db file|memory] [--json]
+    python bench/bench_executions.py [-n N] [-m M] [-c C] [-r ROUNDS] [--temporal-db file|memory]
+                                     [--breakdown] [--json]
 
 Stack, started the way `sluice dev` does it (mirrors sluice.runtime.devstack.embedded_stack): a `temporal
 server start-dev` subprocess with a SQLite file in a temp dir (`--temporal-db memory` drops the
@@ -17,6 +18,11 @@ Per round: M sequential executions of each system, interleaved one by one (laten
 first step's handler start, wall clock recorded by the handler), then N executions of each with
 C in flight (throughput: N / (last completion - first trigger)). Rounds alternate which system
 goes first; figures pool all rounds, and the ratios come from this one run only.
+
+--breakdown measures two more ways of starting the same executions, to show where Sluice's cost
+on top of Temporal goes: `ExecutionService.run_config` called in this process (the record and the
+workflow start without HTTP), and the workflow started directly with the input the API would
+build (no record: its finalize finds none). Their rounds run beside the other two.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ from bench.stack import (  # noqa: E402
     temporal_version,
     until_stack_fails,
 )
+from sluice.ids import uuid7  # noqa: E402
+from sluice.services.configs import require_valid  # noqa: E402
+from sluice.services.executions import ExecutionService, NewExecution, first_message  # noqa: E402
+from sluice.workflow_io import WORKFLOW_NAME  # noqa: E402
 
 SLUICE_QUEUE = "sluice-bench"
 RUN_TIMEOUT = 60.0
@@ -215,6 +225,56 @@ def sluice_target(client: Client, http: httpx.AsyncClient, config_id: str) -> Ta
     return Target("Sluice", "sluice-worker", run_one, verify)
 
 
+def service_target(client: Client, executions: ExecutionService, config_id: str) -> Target:
+    """What POST run does, called in this process: the record, then the workflow start (no HTTP)."""
+
+    async def run_one() -> Run:
+        t0 = time.time()
+        record = await executions.run_config(config_id, triggered_by="bench")
+        t1 = time.time()
+        await client.get_workflow_handle(record.workflow_id).result()
+        return Run(record.id, t0, t1, time.time())
+
+    async def verify(runs: list[Run]) -> None:  # handle.result() returning is the proof
+        return None
+
+    return Target("Sluice service call", "sluice-worker", run_one, verify)
+
+
+def workflow_target(client: Client, executions: ExecutionService, config_id: str) -> Target:
+    """Sluice's workflow alone: started with the input the API builds, no record written."""
+    loaded: list[Any] = []
+
+    async def run_one() -> Run:
+        t0 = time.time()
+        if not loaded:
+            loaded.append(await executions.configs.get(config_id))
+        config = loaded[0]
+        pipeline, _ = require_valid(config.yaml)
+        execution_id = str(uuid7())
+        _record, launch = executions.plan(
+            NewExecution(
+                execution_id=execution_id,
+                config_id=config.id,
+                config_version=config.version,
+                yaml_text=config.yaml,
+                pipeline=pipeline,
+                init_message=first_message(pipeline, execution_id, {}),
+                tag=None,
+                trigger="manual",
+            )
+        )
+        handle = await client.start_workflow(WORKFLOW_NAME, launch.input, **launch.options())
+        t1 = time.time()
+        await handle.result()
+        return Run(execution_id, t0, t1, time.time())
+
+    async def verify(runs: list[Run]) -> None:
+        return None
+
+    return Target("Sluice workflow only", "sluice-worker", run_one, verify)
+
+
 # -- the run ---------------------------------------------------------------------------------
 async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     marks_file = tmp / "marks.txt"
@@ -228,26 +288,33 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )
             if resp.status_code != 201:
                 raise RuntimeError(f"POST /api/v1/configs: {resp.status_code} {resp.text[:1000]}")
-            raw = raw_target(stack.client)
-            slu = sluice_target(stack.client, stack.http, resp.json()["id"])
+            config_id = resp.json()["id"]
+            targets = [raw_target(stack.client), sluice_target(stack.client, stack.http, config_id)]
+            if args.breakdown:
+                executions = stack.app.state.services.executions
+                targets += [
+                    service_target(stack.client, executions, config_id),
+                    workflow_target(stack.client, executions, config_id),
+                ]
             # Fail fast (instead of after RUN_TIMEOUT) when a worker or Temporal dies.
-            return await until_stack_fails(stack, measure(args, raw, slu, marks_file, stack.pids))
+            return await until_stack_fails(stack, measure(args, targets, marks_file, stack.pids))
         except Exception:
             stack.dump_logs()
             raise
 
 
 async def measure(
-    args: argparse.Namespace, raw: Target, slu: Target, marks_file: Path, pids: dict[str, int]
+    args: argparse.Namespace, targets: list[Target], marks_file: Path, pids: dict[str, int]
 ) -> dict[str, Any]:
+    """`targets`: raw Temporal, Sluice over HTTP, then the --breakdown ones."""
     log(f"warm-up: {args.warmup} execution(s) each (discarded) ...")
     for _ in range(args.warmup):
-        for target in (raw, slu):
+        for target in targets:
             await timed(target)
     for rnd in range(args.rounds):
-        order = (raw, slu) if rnd % 2 == 0 else (slu, raw)
+        order = targets if rnd % 2 == 0 else targets[::-1]
         log(f"round {rnd + 1}/{args.rounds}: {args.latency_runs} sequential executions each, interleaved ...")
-        batch: dict[str, list[Run]] = {raw.name: [], slu.name: []}
+        batch: dict[str, list[Run]] = {target.name: [] for target in targets}
         for i in range(args.latency_runs):
             for target in order if i % 2 == 0 else order[::-1]:
                 batch[target.name].append(await timed(target))
@@ -277,7 +344,11 @@ async def measure(
             )
             target.throughput += runs
             log(f"  {len(runs) / elapsed:.1f} executions/s")
-    return {"raw": summarize(raw), "sluice": summarize(slu)}
+    raw, slu, *breakdown = targets
+    figures: dict[str, Any] = {"raw": summarize(raw), "sluice": summarize(slu)}
+    if breakdown:
+        figures["breakdown"] = {target.name: summarize(target) for target in [slu, *breakdown]}
+    return figures
 
 
 def summarize(target: Target) -> dict[str, Any]:
@@ -359,6 +430,19 @@ def render(report: dict[str, Any]) -> str:
     )
     # The rounds show how much of a difference the machine's noise alone makes within one run.
     lines += ["", f"executions/s per round: {per_round}; Sluice/raw per round: {paired}"]
+    if "breakdown" in report:
+        raw = report["raw"]
+        lines += [
+            "",
+            f"breakdown (same run, {c} in flight): executions/s (ratio to raw), CPU ms/execution "
+            "(Temporal / worker / bench process)",
+        ]
+        for name, summary in [("raw Temporal", raw), *report["breakdown"].items()]:
+            cpu = summary["cpu_ms_per_execution"]
+            lines.append(
+                f"  {name:<24}{summary['executions_per_s']:>7.1f} ({summary['executions_per_s'] / raw['executions_per_s']:.2f})"
+                f"   {cpu['temporal']:.1f} / {cpu['worker']:.1f} / {cpu['bench']:.1f}"
+            )
     return "\n".join(lines)
 
 
@@ -403,6 +487,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="file",
         help="Temporal dev server persistence: SQLite file like `sluice dev`, or in memory (default %(default)s)",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also start the executions through the service (no HTTP) and as bare workflows (no API)",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     args = parser.parse_args(argv)
     for name in ("executions", "latency_runs", "concurrency", "rounds"):
@@ -440,6 +529,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": args.rounds,
             "warmup": args.warmup,
             "temporal_db": args.temporal_db,
+            "breakdown": args.breakdown,
         },
         **figures,
         "ratios": ratios,

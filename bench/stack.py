@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from sluice.api.app import create_app  # noqa: E402
@@ -111,6 +112,7 @@ class Stack:
     logs: dict[str, Path]
     pids: dict[str, int]
     procs: dict[str, subprocess.Popen[bytes]]
+    app: FastAPI  # the API served in this process (its services are what the API calls)
 
     async def watch(self) -> str:
         """Return (as an error message) as soon as one of the stack's processes exits."""
@@ -215,7 +217,7 @@ async def bench_stack(
             "bench": os.getpid(),
         }
         procs = {"temporal": temporal, "sluice-worker": sluice_worker, "raw-worker": raw_worker}
-        yield Stack(settings, client, http, logs, pids, procs)
+        yield Stack(settings, client, http, logs, pids, procs, app)
     finally:
         if http is not None:
             await http.aclose()
