@@ -63,6 +63,7 @@ from bench.stack import (  # noqa: E402
     temporal_version,
     until_stack_fails,
 )
+from sluice.db.models import PipelineConfigRecord  # noqa: E402
 from sluice.ids import uuid7  # noqa: E402
 from sluice.services.configs import require_valid  # noqa: E402
 from sluice.services.executions import ExecutionService, NewExecution, first_message  # noqa: E402
@@ -241,15 +242,11 @@ def service_target(client: Client, executions: ExecutionService, config_id: str)
     return Target("Sluice service call", "sluice-worker", run_one, verify)
 
 
-def workflow_target(client: Client, executions: ExecutionService, config_id: str) -> Target:
+def workflow_target(client: Client, executions: ExecutionService, config: PipelineConfigRecord) -> Target:
     """Sluice's workflow alone: started with the input the API builds, no record written."""
-    loaded: list[Any] = []
 
     async def run_one() -> Run:
         t0 = time.time()
-        if not loaded:
-            loaded.append(await executions.configs.get(config_id))
-        config = loaded[0]
         pipeline, _ = require_valid(config.yaml)
         execution_id = str(uuid7())
         _record, launch = executions.plan(
@@ -294,7 +291,7 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 executions = stack.app.state.services.executions
                 targets += [
                     service_target(stack.client, executions, config_id),
-                    workflow_target(stack.client, executions, config_id),
+                    workflow_target(stack.client, executions, await executions.configs.get(config_id)),
                 ]
             # Fail fast (instead of after RUN_TIMEOUT) when a worker or Temporal dies.
             return await until_stack_fails(stack, measure(args, targets, marks_file, stack.pids))

@@ -63,9 +63,11 @@ TEMPORAL_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=full")
 
 def temporal_dev_command(settings: Settings, port: int, ui_port: int, db_file: Path | None) -> list[str]:
     """`temporal server start-dev` on loopback with Sluice's search attributes; no db_file: in memory."""
-    persistence = ["--db-filename", str(db_file)] if db_file else []
-    for pragma in TEMPORAL_SQLITE_PRAGMAS if db_file else ():
-        persistence += ["--sqlite-pragma", pragma]
+    persistence: list[str] = []
+    if db_file:
+        persistence = ["--db-filename", str(db_file)]
+        for pragma in TEMPORAL_SQLITE_PRAGMAS:
+            persistence += ["--sqlite-pragma", pragma]
     return [
         temporal_cli_path(),
         "server",
