@@ -19,16 +19,19 @@ first step's handler start, wall clock recorded by the handler), then N executio
 C in flight (throughput: N / (last completion - first trigger)). Rounds alternate which system
 goes first; figures pool all rounds, and the ratios come from this one run only.
 
---breakdown measures two more ways of starting the same executions, to show where Sluice's cost
-on top of Temporal goes: `ExecutionService.run_config` called in this process (the record and the
-workflow start without HTTP), and the workflow started directly with the input the API would
-build (no record: its finalize finds none). Their rounds run beside the other two.
+--breakdown measures three more ways of starting executions, to show where Sluice's cost on top
+of Temporal goes: `ExecutionService.run_config` called in this process (the record and the
+workflow start without HTTP); the workflow started directly with the input the API would build
+(no record: its finalize finds none); and the floor of any REST facade: the raw workflow started
+by a one-endpoint FastAPI app served by uvicorn in this process, triggered with httpx like
+Sluice (`facade_app`). Their rounds run beside the other two.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import sys
@@ -46,6 +49,7 @@ if str(REPO) not in sys.path:
 
 import httpx  # noqa: E402
 import temporalio  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 import sluice  # noqa: E402
@@ -60,11 +64,13 @@ from bench.stack import (  # noqa: E402
     log,
     process_cpu,
     run_main,
+    served,
     temporal_version,
     until_stack_fails,
 )
 from sluice.db.models import PipelineConfigRecord  # noqa: E402
 from sluice.ids import uuid7  # noqa: E402
+from sluice.runtime.devstack import free_ports  # noqa: E402
 from sluice.services.configs import require_valid  # noqa: E402
 from sluice.services.executions import ExecutionService, NewExecution, first_message  # noqa: E402
 from sluice.workflow_io import WORKFLOW_NAME  # noqa: E402
@@ -272,13 +278,49 @@ def workflow_target(client: Client, executions: ExecutionService, config: Pipeli
     return Target("Sluice workflow only", "sluice-worker", run_one, verify)
 
 
+def facade_app(client: Client) -> FastAPI:
+    """The least a REST facade over Temporal can do: one FastAPI endpoint that starts the raw
+    workflow and answers its id (no record, no validation beyond FastAPI's own)."""
+    app = FastAPI()
+
+    @app.post("/start")
+    async def start() -> dict[str, str]:
+        key = f"bench-facade-{uuid.uuid4().hex}"
+        await client.start_workflow(RAW_WORKFLOW, {"key": key}, id=key, task_queue=RAW_QUEUE)
+        return {"workflow_id": key}
+
+    return app
+
+
+def facade_target(client: Client, http: httpx.AsyncClient) -> Target:
+    """The raw workflow started through `facade_app` over HTTP: the floor of any REST facade."""
+
+    async def run_one() -> Run:
+        t0 = time.time()
+        resp = await http.post("/start")
+        t1 = time.time()
+        if resp.status_code != 200:
+            raise RuntimeError(f"POST /start: {resp.status_code} {resp.text[:500]}")
+        key = resp.json()["workflow_id"]
+        await client.get_workflow_handle(key).result()
+        return Run(key, t0, t1, time.time())
+
+    async def verify(runs: list[Run]) -> None:  # handle.result() returning is the proof
+        return None
+
+    return Target("bare FastAPI facade", "raw-worker", run_one, verify)
+
+
 # -- the run ---------------------------------------------------------------------------------
 async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     marks_file = tmp / "marks.txt"
     os.environ[MARKS_ENV] = str(marks_file)  # both workers inherit our environment
     settings = bench_settings(tmp, SLUICE_QUEUE)
     log(f"starting the stack in {tmp} (Temporal persistence: {args.temporal_db}) ...")
-    async with bench_stack(settings, tmp, args.temporal_db, http_timeout=RUN_TIMEOUT) as stack:
+    async with (
+        bench_stack(settings, tmp, args.temporal_db, http_timeout=RUN_TIMEOUT) as stack,
+        contextlib.AsyncExitStack() as extra,
+    ):
         try:
             resp = await stack.http.post(
                 "/api/v1/configs", content=PIPELINE_YAML, headers={"Content-Type": "application/yaml"}
@@ -289,9 +331,13 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             targets = [raw_target(stack.client), sluice_target(stack.client, stack.http, config_id)]
             if args.breakdown:
                 executions = stack.app.state.services.executions
+                facade = await extra.enter_async_context(
+                    served(facade_app(stack.client), free_ports(1)[0], RUN_TIMEOUT)
+                )
                 targets += [
                     service_target(stack.client, executions, config_id),
                     workflow_target(stack.client, executions, await executions.configs.get(config_id)),
+                    facade_target(stack.client, facade),
                 ]
             # Fail fast (instead of after RUN_TIMEOUT) when a worker or Temporal dies.
             return await until_stack_fails(stack, measure(args, targets, marks_file, stack.pids))
@@ -487,7 +533,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="also start the executions through the service (no HTTP) and as bare workflows (no API)",
+        help="also start the executions through the service (no HTTP), as bare workflows (no API), "
+        "and the raw workflow through a one-endpoint FastAPI app (the floor of a REST facade)",
     )
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     args = parser.parse_args(argv)

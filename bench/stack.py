@@ -167,9 +167,7 @@ async def bench_stack(
     )
     logs = {name: tmp / f"{name}.log" for name in ("temporal", "sluice-worker", "raw-worker")}
     temporal = sluice_worker = raw_worker = None
-    server: uvicorn.Server | None = None
-    api_task: asyncio.Task[None] | None = None
-    http: httpx.AsyncClient | None = None
+    stack = contextlib.AsyncExitStack()  # the API's server and client
 
     def spawn(cmd: list[str], env: dict[str, str] | None, log_name: str) -> subprocess.Popen[bytes]:
         with logs[log_name].open("ab") as fh:
@@ -205,11 +203,7 @@ async def bench_stack(
         )
 
         app = create_app(settings, temporal_client=client)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning", lifespan="on")
-        )
-        api_task = await serve_in_background(server)
-        http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=http_timeout)
+        http = await stack.enter_async_context(served(app, api_port, http_timeout))
         pids = {
             "temporal": temporal.pid,
             "sluice-worker": sluice_worker.pid,
@@ -219,14 +213,25 @@ async def bench_stack(
         procs = {"temporal": temporal, "sluice-worker": sluice_worker, "raw-worker": raw_worker}
         yield Stack(settings, client, http, logs, pids, procs, app)
     finally:
-        if http is not None:
-            await http.aclose()
-        if server is not None and api_task is not None:
-            server.should_exit = True
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await api_task
+        await stack.aclose()
         await asyncio.gather(terminate(sluice_worker), terminate(raw_worker))
         await terminate(temporal)
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI, port: int, http_timeout: float = 60.0) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` served by uvicorn in this process (as `sluice dev` serves the API), and a client of it."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = await serve_in_background(server)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=http_timeout) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await task
 
 
 async def until_stack_fails(stack: Stack, work: Any) -> Any:

@@ -17,6 +17,7 @@ NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 STAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$"
 Duration = str | int | float
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_HASH_MEMO = "_config_hash_memo"
 
 
 class _Strict(BaseModel):
@@ -118,9 +119,18 @@ class PipelineConfig(_Strict):
         return cls.model_validate(yaml.load(yaml_text, Loader=YAML_LOADER))
 
     def config_hash(self) -> str:
-        """Hash of the normalised config: whitespace and key order in the YAML do not change it."""
+        """Hash of the normalised config: whitespace and key order in the YAML do not change it.
+
+        Kept once computed (every run of a config asks its cached parse again); the memo names
+        the object it was computed on, so a `model_copy` (which copies private attributes, and
+        may change fields) computes its own."""
+        memo = self.__dict__.get(_HASH_MEMO)  # not a field: equality and dumps ignore it
+        if memo is not None and memo[0] == id(self):
+            return memo[1]
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        self.__dict__[_HASH_MEMO] = (id(self), digest)
+        return digest
 
 
 KNOWN_TOP_LEVEL = set(PipelineConfig.model_fields)

@@ -171,3 +171,26 @@ def test_with_auth_on_and_no_allow_list_only_builtins_run() -> None:
         assert validate_yaml(BASE).report.is_valid
     with policy(auth="token", handler_modules="tests"):
         assert validate_yaml(text, import_handlers=True).report.is_valid
+
+
+def test_config_hash_follows_the_config_not_its_yaml_or_an_earlier_copy() -> None:
+    """An execution records the hash of the config it ran: layout does not change it, a run's
+    params override does (the hash is kept once computed, and a copy must not inherit it)."""
+    from sluice.pipeline_config import PipelineConfig
+
+    config = PipelineConfig.from_snapshot(BASE)
+    relaid = PipelineConfig.from_snapshot(
+        "routes:\n"
+        "  - {stage: s1, name: a, next: [b], handler: noop}\n"
+        "  - {handler: noop, name: b, stage: s2}\n"
+        "init_message: {payload: {}, route: a}\n"
+        "name: p\n"
+    )
+    digest = config.config_hash()
+    assert relaid.config_hash() == digest and config.config_hash() == digest
+    overridden = config.model_copy(update={"params": {"day": "2026-12-01"}})
+    assert overridden.config_hash() != digest
+    assert config.model_copy(deep=True).config_hash() == digest
+    # The kept hash is no field: equality and what is serialised are those of the config alone.
+    assert config == relaid and config.model_dump() == relaid.model_dump()
+    assert "memo" not in config.model_dump_json()

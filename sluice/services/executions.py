@@ -305,6 +305,7 @@ class ExecutionService:
         """The record and the workflow start of a new execution, without I/O: `start` launches it
         from the API, the backfill workflow as a child."""
         pipeline, replay, resume, params, tag = new.pipeline, new.replay, new.resume, new.params, new.tag
+        now = utcnow()  # given, not left to the default factories: pydantic inspects each per call
         record = ExecutionRecord(
             id=new.execution_id,
             config_id=new.config_id,
@@ -339,6 +340,8 @@ class ExecutionService:
             resume=(
                 {"from_execution_id": resume.source_execution_id, "config": resume.config} if resume else None
             ),
+            created_at=now,
+            started_at=now,
         )
         search = {
             SA_PIPELINE.name: pipeline.name,
