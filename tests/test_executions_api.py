@@ -126,6 +126,7 @@ async def test_run_errors(stack: Stack) -> None:
     missing = await stack.run(str(uuid.uuid4()))
     assert missing.status_code == 404
     assert set(missing.json()) >= {"detail", "error_code", "correlation_id", "timestamp"}
+    assert missing.json()["error_code"] == "CONFIG_NOT_FOUND"
     assert (await stack.run("not-a-uuid")).status_code == 422
     config = await stack.create_config(two_routes(1))
     assert (await stack.run(config["id"], [1, 2])).status_code == 422

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 from sqlmodel import Session
 
 from sluice.clock import utcnow
@@ -28,7 +28,7 @@ _LEVEL = {"completed": "info", "failed": "error", "cancelled": "warn", "interrup
 _INSERT = insert(ExecutionLogRecord.__table__)  # type: ignore[arg-type]
 
 
-def insert_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
+def insert_events(session: Session | Connection, events: Sequence[dict[str, Any]]) -> None:
     """Store log rows (`lifecycle_row`s) with plain INSERTs in the caller's synchronous
     transaction: the hot paths (every start, every finish) skip the ORM and its model instances."""
     execute_many(session, _INSERT, list(events))

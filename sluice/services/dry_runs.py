@@ -56,7 +56,7 @@ class DryRunService:
     async def run(
         self, config_id: str, params: dict[str, Any] | None, *, triggered_by: str | None
     ) -> dict[str, NodePreview]:
-        config = await self.executions.configs.get(config_id)
+        config = await self.executions.configs.current(config_id)
         pipeline, _ = require_valid(config.yaml)
         params = check_run_params(params)
         execution_id = str(uuid7())

@@ -69,7 +69,7 @@ class ReplayService:
         Workflow Update), else at once (the counts land on the execution record later)."""
         parent = await self.executions.find(parent_ref)
         if config_id is not None:
-            target = await self.configs.get(config_id)
+            target = await self.configs.current(config_id)
             yaml_text, target_id, version = target.yaml, target.id, target.version
         else:
             yaml_text, target_id, version = await self._parent_config(parent)
@@ -158,7 +158,7 @@ class ReplayService:
     async def _parent_config(self, parent: ExecutionRecord) -> tuple[str, str, int]:
         """The parent's config as it is now (fix a route, then replay), or its snapshot if deleted."""
         try:
-            current = await self.configs.get(parent.config_id)
+            current = await self.configs.current(parent.config_id)
             return current.yaml, current.id, current.version
         except NotFoundError:
             return parent.config_yaml, parent.config_id, parent.config_version
