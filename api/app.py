@@ -80,7 +80,7 @@ def create_app(
             storage=storage,
             logs=log_service,
             hub=hub,
-            tokens=TokenService(sessions),
+            tokens=TokenService(sessions, transactions),
             idempotency=IdempotencyService(sessions, timedelta(seconds=settings.seconds("idempotency_ttl"))),
             backfills=BackfillService(sessions, gateway, settings, config_service),
             schedules=ScheduleService(sessions, gateway, settings),

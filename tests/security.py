@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from sluice.auth.roles import Role
 from sluice.auth.tokens import TokenService
-from sluice.db.engine import create_engine, session_factory
+from sluice.db.engine import SyncTransactions, create_engine, session_factory
 from tests.conftest import Stack
 
 ROLES = list(Role)
@@ -28,8 +28,9 @@ ROLES = list(Role)
 async def role_tokens(stack: Stack) -> dict[Role, str]:
     """One API token per role, created the way `sluice token create` does."""
     engine: AsyncEngine = create_engine(stack.settings)
+    transactions = SyncTransactions(engine)
     try:
-        tokens = TokenService(session_factory(engine))
+        tokens = TokenService(session_factory(engine), transactions)
         return {
             role: (
                 await tokens.create(
@@ -39,6 +40,7 @@ async def role_tokens(stack: Stack) -> dict[Role, str]:
             for role in ROLES
         }
     finally:
+        transactions.close()
         await engine.dispose()
 
 

@@ -179,6 +179,21 @@ async def test_tokens_lifecycle_and_attribution(guarded: tuple[Stack, dict[Role,
     assert (await stack.http.delete("/api/v1/tokens/nobody", headers=admin)).status_code == 404
 
 
+async def test_a_token_stops_working_when_it_expires(guarded: tuple[Stack, dict[Role, str]]) -> None:
+    stack, tokens = guarded
+    created = await stack.http.post(
+        "/api/v1/tokens",
+        json={"name": "short-lived", "role": "viewer", "expires_in": "2s"},
+        headers=bearer(tokens[Role.admin]),
+    )
+    assert created.status_code == 201, created.text
+    short = bearer(created.json()["token"])
+    assert (await stack.http.get("/api/v1/executions", headers=short)).status_code == 200
+    await asyncio.sleep(2.2)
+    refused = await stack.http.get("/api/v1/executions", headers=short)
+    assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED", refused.text
+
+
 async def test_token_cli_prints_the_token_last_and_it_works(guarded: tuple[Stack, dict[Role, str]]) -> None:
     stack, _ = guarded
     env = {**os.environ, "SLUICE_DATABASE_URL": stack.settings.resolved_database_url, "SLUICE_AUTH": "token"}

@@ -6,14 +6,17 @@ import hashlib
 import re
 import secrets
 from datetime import datetime, timedelta
+from typing import Protocol
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from sluice.auth.roles import Principal, Role
 from sluice.clock import as_utc, utcnow
+from sluice.db.engine import SyncTransactions
 from sluice.db.models import ApiTokenRecord
 from sluice.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
@@ -27,15 +30,34 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def is_active(record: ApiTokenRecord, now: datetime | None = None) -> bool:
+class _Lifetime(Protocol):
+    revoked_at: datetime | None
+    expires_at: datetime | None
+
+
+def is_active(record: _Lifetime, now: datetime | None = None) -> bool:
+    """Not revoked, not expired (a token's record, or the row `authenticate` reads)."""
     now = now or utcnow()
     expires = as_utc(record.expires_at)
     return record.revoked_at is None and (expires is None or expires > now)
 
 
+_TOKENS = ApiTokenRecord.__table__.c  # type: ignore[attr-defined]
+# Built once: every request under token auth runs them.
+_BY_HASH = select(  # type: ignore[call-overload]
+    _TOKENS.id, _TOKENS.name, _TOKENS.role, _TOKENS.revoked_at, _TOKENS.expires_at, _TOKENS.last_used_at
+).where(_TOKENS.token_hash == bindparam("hash"))
+_TOUCH = (
+    update(ApiTokenRecord.__table__)  # type: ignore[arg-type]
+    .where(_TOKENS.id == bindparam("token_id"))
+    .values(last_used_at=bindparam("now"))
+)
+
+
 class TokenService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], transactions: SyncTransactions):
         self.sessions = sessions
+        self.transactions = transactions
 
     async def create(
         self, name: str, role: Role, *, expires_in: timedelta | None, created_by: str | None
@@ -88,18 +110,18 @@ class TokenService:
         """The token's principal, or None for an unknown, revoked or expired token."""
         if not token.startswith(PREFIX) or len(token) > 200:
             return None
-        now = utcnow()
-        async with self.sessions() as session:
-            record = (
-                await session.exec(
-                    select(ApiTokenRecord).where(ApiTokenRecord.token_hash == hash_token(token))
-                )
-            ).first()
-            if record is None or not is_active(record, now):
+        digest, now = hash_token(token), utcnow()
+
+        def check(session: Session) -> Principal | None:
+            # A plain row on the connection, in one synchronous transaction: every request under
+            # token auth runs this, and the async ORM session's lookup cost it 1.2-1.5 ms of CPU.
+            conn = session.connection()
+            row = conn.execute(_BY_HASH, {"hash": digest}).first()
+            if row is None or not is_active(row, now):
                 return None
-            last = as_utc(record.last_used_at)
+            last = as_utc(row.last_used_at)
             if last is None or now - last > TOUCH_EVERY:
-                record.last_used_at = now
-                session.add(record)
-                await session.commit()
-        return Principal(name=record.name, role=Role(record.role), kind="token")
+                conn.execute(_TOUCH, {"token_id": row.id, "now": now})
+            return Principal(name=row.name, role=Role(row.role), kind="token")
+
+        return await self.transactions.run(check)

@@ -532,16 +532,17 @@ def cmd_validate(args: SimpleNamespace, settings: Settings) -> int:
 
 def cmd_token(args: SimpleNamespace, settings: Settings) -> int:
     from sluice.auth.tokens import TokenService, is_active
-    from sluice.db.engine import create_engine, session_factory
+    from sluice.db.engine import SyncTransactions, create_engine, session_factory
     from sluice.db.migrate import upgrade
     from sluice.durations import parse_duration
     from sluice.errors import SluiceError
 
     async def main() -> int:
         engine = create_engine(settings)
+        transactions = SyncTransactions(engine)
         try:
             await upgrade(engine)
-            tokens = TokenService(session_factory(engine))
+            tokens = TokenService(session_factory(engine), transactions)
             if args.token_command == "create":
                 expires = parse_duration(args.expires) if args.expires else None
                 record, token = await tokens.create(
@@ -576,6 +577,7 @@ def cmd_token(args: SimpleNamespace, settings: Settings) -> int:
             print(f"sluice token: {exc}", file=sys.stderr)
             return 2
         finally:
+            transactions.close()
             await engine.dispose()
 
     return asyncio.run(main())
