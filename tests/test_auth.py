@@ -9,15 +9,20 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.exceptions import InvalidStatus
 
 from sluice.api.auth import RedactQueryTokens
 from sluice.auth.roles import Role
+from sluice.auth.tokens import TokenService
+from sluice.clock import as_utc
+from sluice.db.engine import SyncTransactions, session_factory
 from sluice.runtime.devstack import free_port
 from tests.conftest import Stack, StackFactory
 from tests.security import (
@@ -192,6 +197,32 @@ async def test_a_token_stops_working_when_it_expires(guarded: tuple[Stack, dict[
     await asyncio.sleep(2.2)
     refused = await stack.http.get("/api/v1/executions", headers=short)
     assert refused.status_code == 401 and refused.json()["error_code"] == "UNAUTHENTICATED", refused.text
+
+
+async def test_token_checks_on_sqlite_and_postgresql(migrated_engine: AsyncEngine) -> None:
+    """What every request under token auth runs, on both databases: a live token gives its
+    principal and marks when it was used (once per TOUCH_EVERY), a revoked or expired one nothing."""
+    transactions = SyncTransactions(migrated_engine)
+    service = TokenService(session_factory(migrated_engine), transactions)
+    try:
+        _, token = await service.create("bot", Role.operator, expires_in=None, created_by="test")
+        principal = await service.authenticate(token)
+        assert principal is not None and (principal.name, principal.role) == ("bot", Role.operator)
+        [listed] = await service.list()
+        first_use = as_utc(listed.last_used_at)
+        assert first_use is not None
+        await service.authenticate(token)  # within TOUCH_EVERY: no second write
+        assert as_utc((await service.list())[0].last_used_at) == first_use
+        assert await service.authenticate(token + "x") is None
+        assert await service.authenticate("not-a-sluice-token") is None
+        await service.revoke("bot")
+        assert await service.authenticate(token) is None
+        _, brief = await service.create(
+            "brief", Role.viewer, expires_in=timedelta(seconds=-1), created_by="test"
+        )
+        assert await service.authenticate(brief) is None
+    finally:
+        transactions.close()
 
 
 async def test_token_cli_prints_the_token_last_and_it_works(guarded: tuple[Stack, dict[Role, str]]) -> None:
