@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import statistics
 import sys
 import time
 import uuid
@@ -465,14 +466,19 @@ def render(report: dict[str, Any]) -> str:
         f"{name} " + ", ".join(f"{r['executions_per_s']:.1f}" for r in report[key]["throughput_rounds"])
         for name, key in (("raw", "raw"), ("Sluice", "sluice"))
     )
-    paired = ", ".join(
-        f"{s['executions_per_s'] / r['executions_per_s']:.2f}"
+    paired = [
+        s["executions_per_s"] / r["executions_per_s"]
         for r, s in zip(
             report["raw"]["throughput_rounds"], report["sluice"]["throughput_rounds"], strict=True
         )
-    )
+    ]
     # The rounds show how much of a difference the machine's noise alone makes within one run.
-    lines += ["", f"executions/s per round: {per_round}; Sluice/raw per round: {paired}"]
+    lines += [
+        "",
+        f"executions/s per round: {per_round}; Sluice/raw per round: "
+        + ", ".join(f"{p:.2f}" for p in paired)
+        + f" (median {statistics.median(paired):.2f})",
+    ]
     if "breakdown" in report:
         raw = report["raw"]
         lines += [

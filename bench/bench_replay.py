@@ -29,6 +29,7 @@ import asyncio
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -529,9 +530,11 @@ def render(report: dict[str, Any]) -> str:
             f"{fmt(q['sluice_processing_vs_raw'])} / {fmt(q['sluice_processing_vs_raw_batched'])}; "
             f"CPU per object Sluice/raw batched: {fmt(q['cpu_sluice_vs_raw_batched'])}"
         )
+        per_round = [r for r in q["sluice_vs_raw_batched_per_round"] if r is not None]
         lines.append(
             "  Sluice/raw batched per round: "
             + ", ".join(fmt(r) for r in q["sluice_vs_raw_batched_per_round"])
+            + (f" (median {statistics.median(per_round):.2f})" if per_round else "")
         )
         cpu = rows["sluice"]["cpu_ms_per_1000_objects"]
         pub = rows["sluice"]["publish_cpu_ms_per_1000_objects"]
