@@ -121,9 +121,9 @@ class PipelineConfig(_Strict):
     def config_hash(self) -> str:
         """Hash of the normalised config: whitespace and key order in the YAML do not change it.
 
-        Kept once computed (every run of a config asks its cached parse again); the memo names
-        the object it was computed on, so a `model_copy` (which copies private attributes, and
-        may change fields) computes its own."""
+        Kept once computed (every run of a config asks its cached parse again). The memo names
+        the object it was computed on: a `model_copy` copies `__dict__`, memo included, and may
+        change fields, so a copy computes its own."""
         memo = self.__dict__.get(_HASH_MEMO)  # not a field: equality and dumps ignore it
         if memo is not None and memo[0] == id(self):
             return memo[1]
