@@ -69,11 +69,10 @@ from bench.stack import (  # noqa: E402
     temporal_version,
     until_stack_fails,
 )
-from sluice.db.models import PipelineConfigRecord  # noqa: E402
 from sluice.ids import uuid7  # noqa: E402
 from sluice.runtime.devstack import free_ports  # noqa: E402
-from sluice.services.configs import require_valid  # noqa: E402
-from sluice.services.executions import ExecutionService, NewExecution, first_message  # noqa: E402
+from sluice.services.configs import ConfigText  # noqa: E402
+from sluice.services.executions import ExecutionService, new_run  # noqa: E402
 from sluice.workflow_io import WORKFLOW_NAME  # noqa: E402
 
 SLUICE_QUEUE = "sluice-bench"
@@ -249,25 +248,13 @@ def service_target(client: Client, executions: ExecutionService, config_id: str)
     return Target("Sluice service call", "sluice-worker", run_one, verify)
 
 
-def workflow_target(client: Client, executions: ExecutionService, config: PipelineConfigRecord) -> Target:
+def workflow_target(client: Client, executions: ExecutionService, config: ConfigText) -> Target:
     """Sluice's workflow alone: started with the input the API builds, no record written."""
 
     async def run_one() -> Run:
         t0 = time.time()
-        pipeline, _ = require_valid(config.yaml)
         execution_id = str(uuid7())
-        _record, launch = executions.plan(
-            NewExecution(
-                execution_id=execution_id,
-                config_id=config.id,
-                config_version=config.version,
-                yaml_text=config.yaml,
-                pipeline=pipeline,
-                init_message=first_message(pipeline, execution_id, {}),
-                tag=None,
-                trigger="manual",
-            )
-        )
+        _record, launch = executions.plan(new_run(config, execution_id, trigger="manual"))
         handle = await client.start_workflow(WORKFLOW_NAME, launch.input, **launch.options())
         t1 = time.time()
         await handle.result()
@@ -337,7 +324,7 @@ async def benchmark(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 )
                 targets += [
                     service_target(stack.client, executions, config_id),
-                    workflow_target(stack.client, executions, await executions.configs.get(config_id)),
+                    workflow_target(stack.client, executions, await executions.configs.current(config_id)),
                     facade_target(stack.client, facade),
                 ]
             # Fail fast (instead of after RUN_TIMEOUT) when a worker or Temporal dies.

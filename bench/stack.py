@@ -167,7 +167,7 @@ async def bench_stack(
     )
     logs = {name: tmp / f"{name}.log" for name in ("temporal", "sluice-worker", "raw-worker")}
     temporal = sluice_worker = raw_worker = None
-    stack = contextlib.AsyncExitStack()  # the API's server and client
+    api = contextlib.AsyncExitStack()  # the API's server and its client
 
     def spawn(cmd: list[str], env: dict[str, str] | None, log_name: str) -> subprocess.Popen[bytes]:
         with logs[log_name].open("ab") as fh:
@@ -203,7 +203,7 @@ async def bench_stack(
         )
 
         app = create_app(settings, temporal_client=client)
-        http = await stack.enter_async_context(served(app, api_port, http_timeout))
+        http = await api.enter_async_context(served(app, api_port, http_timeout))
         pids = {
             "temporal": temporal.pid,
             "sluice-worker": sluice_worker.pid,
@@ -213,7 +213,7 @@ async def bench_stack(
         procs = {"temporal": temporal, "sluice-worker": sluice_worker, "raw-worker": raw_worker}
         yield Stack(settings, client, http, logs, pids, procs, app)
     finally:
-        await stack.aclose()
+        await api.aclose()
         await asyncio.gather(terminate(sluice_worker), terminate(raw_worker))
         await terminate(temporal)
 

@@ -21,9 +21,7 @@ from temporalio.service import RPCError
 
 from sluice.errors import DeadlineExceededError, NotFoundError, UnavailableError
 from sluice.ids import uuid7
-from sluice.params import check_run_params
-from sluice.services.configs import require_valid
-from sluice.services.executions import DRY_RUN_TRIGGER, ExecutionService, NewExecution, first_message
+from sluice.services.executions import DRY_RUN_TRIGGER, ExecutionService, new_run
 from sluice.services.node_data import NodeDataService
 from sluice.services.system import SystemService
 from sluice.tabular import objects_table, to_rows
@@ -57,22 +55,9 @@ class DryRunService:
         self, config_id: str, params: dict[str, Any] | None, *, triggered_by: str | None
     ) -> dict[str, NodePreview]:
         config = await self.executions.configs.current(config_id)
-        pipeline, _ = require_valid(config.yaml)
-        params = check_run_params(params)
         execution_id = str(uuid7())
         record, launch = self.executions.plan(
-            NewExecution(
-                execution_id=execution_id,
-                config_id=config.id,
-                config_version=config.version,
-                yaml_text=config.yaml,
-                pipeline=pipeline,
-                init_message=first_message(pipeline, execution_id, params),
-                tag=None,
-                trigger=DRY_RUN_TRIGGER,
-                triggered_by=triggered_by,
-                params=params or None,
-            )
+            new_run(config, execution_id, trigger=DRY_RUN_TRIGGER, triggered_by=triggered_by, params=params)
         )
         launch.input.preview_messages = PREVIEW_MESSAGES
         client = await self.executions.gateway.client()

@@ -50,7 +50,7 @@ from sluice.metrics import EXECUTIONS_STARTED, trigger_label
 from sluice.params import check_run_params, substitute
 from sluice.pipeline_config import PipelineConfig
 from sluice.services.closing import close_execution
-from sluice.services.configs import ConfigService, Page, require_valid
+from sluice.services.configs import ConfigService, ConfigText, Page, require_valid
 from sluice.services.gateway import TemporalGateway
 from sluice.settings import Settings
 from sluice.temporal import SA_CONFIG_ID, SA_LAYER, SA_NAMESPACE, SA_PIPELINE, SA_TAG
@@ -170,6 +170,37 @@ class NewExecution:
     resume: ResumeSpec | None = None
 
 
+def new_run(
+    config: ConfigText,
+    execution_id: str,
+    *,
+    trigger: str,
+    triggered_by: str | None = None,
+    params: Any = None,
+    tag: str | None = None,
+    skip_init_message: bool = False,
+    init_payload_overrides: dict[str, Any] | None = None,
+) -> NewExecution:
+    """A run of a config's version as a caller asks for it: the config is checked first (422
+    CONFIG_INVALID), then the run's params (422 INVALID_PARAMS), then its first message is built."""
+    pipeline, _ = require_valid(config.yaml)
+    params = check_run_params(params)
+    return NewExecution(
+        execution_id=execution_id,
+        config_id=config.id,
+        config_version=config.version,
+        yaml_text=config.yaml,
+        pipeline=pipeline,
+        init_message=None
+        if skip_init_message
+        else first_message(pipeline, execution_id, params, init_payload_overrides),
+        tag=tag,
+        trigger=trigger,
+        triggered_by=triggered_by,
+        params=params,
+    )
+
+
 @dataclass
 class StartedExecution:
     record: ExecutionRecord
@@ -209,30 +240,18 @@ class ExecutionService:
         reservation: a retry then finds (or finishes starting) the same execution. `params`
         override the config's params for this run and fill `${param.NAME}` in the init payload."""
         config = await self.configs.current(config_id)
-        pipeline, _ = require_valid(config.yaml)
-        params = check_run_params(params)
         idempotent = execution_id is not None
-        execution_id = execution_id or str(uuid7())
-        init_message = (
-            None
-            if skip_init_message
-            else first_message(pipeline, execution_id, params, init_payload_overrides)
+        new = new_run(
+            config,
+            execution_id or str(uuid7()),
+            trigger=trigger,
+            triggered_by=triggered_by,
+            params=params,
+            tag=tag,
+            skip_init_message=skip_init_message,
+            init_payload_overrides=init_payload_overrides,
         )
-        started = await self.start(
-            NewExecution(
-                execution_id=execution_id,
-                config_id=config.id,
-                config_version=config.version,
-                yaml_text=config.yaml,
-                pipeline=pipeline,
-                init_message=init_message,
-                tag=tag,
-                trigger=trigger,
-                triggered_by=triggered_by,
-                params=params,
-            ),
-            idempotent=idempotent,
-        )
+        started = await self.start(new, idempotent=idempotent)
         return started.record
 
     async def start(
